@@ -1,0 +1,48 @@
+"""sslkit: plugin-based self-supervised learning for PyTorch.
+
+The public surface is imported lazily, so ``sslkit --help`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .hookspecs import hookimpl  # noqa: E402  (pluggy only: cheap)
+
+_LAZY = {
+    "Backbone": "sslkit.interfaces",
+    "PretextTask": "sslkit.interfaces",
+    "Probe": "sslkit.interfaces",
+    "ProbeConfig": "sslkit.interfaces",
+    "Config": "sslkit.interfaces",
+    "Stage": "sslkit.interfaces",
+    "SSLKitError": "sslkit.errors",
+    "load_plugins": "sslkit.plugins",
+    "Plugins": "sslkit.plugins",
+    "RunConfig": "sslkit.config",
+    "create_backbone": "sslkit.factory",
+    "create_task": "sslkit.factory",
+    "create_probe": "sslkit.factory",
+    "load_dataset": "sslkit.data.datasets",
+    "ImageData": "sslkit.data.datasets",
+    "train": "sslkit.engine.trainer",
+    "load_checkpoint": "sslkit.engine.checkpoint",
+}
+
+__all__ = ["__version__", "hookimpl", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sslkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

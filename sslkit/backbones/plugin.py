@@ -1,0 +1,12 @@
+"""Registers sslkit's built-in backbones (an entry point of the sslkit distribution)."""
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl
+def register_backbones(register):
+    from .nin import NetworkInNetwork
+    from .resnet import ResNet18
+
+    register("nin", NetworkInNetwork)
+    register("resnet18", ResNet18)

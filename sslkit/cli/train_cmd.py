@@ -1,0 +1,66 @@
+"""``sslkit train TASK``: pretrain a backbone on a pretext task."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from ..errors import ConfigError
+
+
+def _flags(**values: Any) -> dict[str, Any]:
+    """CLI flags as a config layer; flags left out do not override anything."""
+    out: dict[str, Any] = {}
+    for dotted, value in values.items():
+        if value is None:
+            continue
+        node = out
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_command(
+        ctx: typer.Context,
+        task: str = typer.Argument(..., help="Pretext task, e.g. rotation (see 'sslkit plugins')."),
+        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone name [default: nin]."),
+        data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name or image folder [default: sample]."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs [default: the preset's]."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step before pretext expansion [default: 128]."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="The task's recipe, e.g. paper or repo for rotation."),
+        sets: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set backbone.width=0.25 (repeatable)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/TASK-BACKBONE-TIME]."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps [default: auto]."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
+    ) -> None:
+        """Pretrain a backbone on a pretext task; writes checkpoints and metrics to the run folder."""
+        from ..config import assemble
+        from ..engine.trainer import train
+        from ..plugins import load_plugins
+        from .progress import RichProgress
+
+        plugins = load_plugins(ctx.obj["plugins"])
+        flags = _flags(**{
+            "backbone.name": backbone, "data.name": data, "epochs": epochs,
+            "data.batch_size": batch_size, "device": device, "seed": seed,
+        })
+        cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
+        if resume and out is None:
+            raise ConfigError("--resume needs --out RUN_FOLDER: the run to continue")
+        if out is None:
+            out = Path("runs") / f"{task}-{cfg.backbone['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        main_process = int(os.environ.get("RANK", "0")) == 0
+        callbacks = [RichProgress()] if main_process else []
+        result = train(cfg, out, plugins=plugins, resume=resume, callbacks=callbacks)
+        if main_process and callbacks:
+            callbacks[0].finish(result)

@@ -1,0 +1,220 @@
+"""The run configuration and how it is assembled.
+
+Layers, later wins: built-in defaults < the task's preset < ``--config FILE`` < ``--set a.b=c``
+< explicit CLI flags (``--epochs``, ``--backbone`` ...). ``task`` and ``backbone`` sections
+hold ``name`` plus that plugin's own options, validated by the plugin's ``Config`` class, so a
+typo anywhere is caught before training starts with a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .registry import suggest
+
+if TYPE_CHECKING:
+    from .plugins import Plugins
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    name: str = Field("sample", description="registered dataset name, or a folder of images")
+    batch_size: int = Field(128, ge=1, description="images per step over all processes, before pretext expansion")
+    holdout: float = Field(0.05, ge=0.0, lt=0.5, description="fraction of training images held out for pretext accuracy")
+    subset: int | None = Field(None, ge=1, description="train on a random subset of this many images")
+    image_size: int | None = Field(None, ge=8, description="resize folder images to this size (default: keep)")
+    crop_padding: int = Field(4, ge=0, description="random crop with this much zero padding (0: off)")
+    flip: bool = Field(True, description="random horizontal flip")
+    mean: tuple[float, ...] | None = Field(None, description="per-channel mean in [0,1] (default: the dataset's)")
+    std: tuple[float, ...] | None = Field(None, description="per-channel std in [0,1] (default: the dataset's)")
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class ScheduleConfig(_Section):
+    milestones: tuple[int, ...] = Field((30, 60, 80), description="epochs after which lr *= gamma")
+    gamma: float = Field(0.2, gt=0)
+
+
+class RunConfig(_Section):
+    """Everything that defines a pretraining run; stored in every checkpoint."""
+
+    task: dict[str, Any]
+    backbone: dict[str, Any]
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    epochs: int = Field(100, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool | None = Field(None, description="default: on for CUDA, off for CPU")
+    compile: bool = False
+    preset: str | None = None
+
+    @field_validator("task", "backbone")
+    @classmethod
+    def _has_name(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("name"), str) or not value["name"]:
+            raise ValueError("needs a 'name'")
+        return value
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: JSON when it parses (numbers, true/false, null, [lists]), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set backbone.width=0.5")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set '{item}': '{part}' is set both as a value and a section")
+        node[parts[-1]] = parse_value(value.strip())
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A JSON or TOML file of config keys (the same keys as --set, as nested tables)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config '{path}': no such file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"--config '{path}': use a .json or .toml file")
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ConfigError(f"--config '{path}': cannot parse: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config '{path}': expected a table of keys at the top level")
+    return data
+
+
+def _describe(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    """First pydantic error as one line: 'backbone.widht: unknown key (did you mean ...)'."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+    if err["type"] == "extra_forbidden":
+        known = list(model.model_fields) if not loc.count(".") else []
+        if "." in loc:  # nested section: look up its fields
+            node: Any = model
+            for part in loc.split(".")[:-1]:
+                node = node.model_fields[part].annotation
+            known = list(getattr(node, "model_fields", {}))
+        last = loc.split(".")[-1]
+        hint = suggest(last, known)
+        return f"unknown config key '{key}'{hint}; valid keys here: {', '.join(known)}"
+    got = err.get("input")
+    return f"config '{key}': {err['msg']} (got {got!r})"
+
+
+def validate_section(model: type[BaseModel], values: Mapping[str, Any], prefix: str) -> BaseModel:
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, prefix, model)) from None
+
+
+def preset_overrides(task_cls: Any, task_name: str, preset: str) -> Mapping[str, Any]:
+    """The run-config overrides of a task's preset, or a one-line error naming the presets."""
+    if preset not in task_cls.presets:
+        known = sorted(task_cls.presets)
+        raise ConfigError(
+            f"unknown preset '{preset}'{suggest(preset, known)} for task '{task_name}'; "
+            f"presets: {', '.join(known) or 'none'}"
+        )
+    return task_cls.presets[preset]
+
+
+def build_config(raw: Mapping[str, Any], plugins: "Plugins") -> RunConfig:
+    """Validate a merged raw config, including the task's and backbone's own options.
+
+    Returns a config whose task/backbone sections hold every option with its default filled
+    in, so a checkpoint describes the run completely.
+    """
+    cfg = validate_section(RunConfig, raw, "")
+    assert isinstance(cfg, RunConfig)
+    sections: dict[str, dict[str, Any]] = {}
+    for section, registry in (("task", plugins.tasks), ("backbone", plugins.backbones)):
+        values = dict(getattr(cfg, section))
+        name = values.pop("name")
+        cls = registry.get(name)
+        options = validate_section(cls.Config, values, f"{section}.")
+        sections[section] = {"name": name, **options.model_dump(mode="json")}
+    if cfg.preset is not None:
+        preset_overrides(plugins.tasks.get(cfg.task["name"]), cfg.task["name"], cfg.preset)
+    return cfg.model_copy(update=sections)
+
+
+def assemble(
+    task: str,
+    plugins: "Plugins",
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Build a RunConfig from the CLI's layers (see the module docstring for the order)."""
+    file_layer = read_config_file(config_file) if config_file else {}
+    set_layer = parse_sets(sets or [])
+    flag_layer = dict(flags or {})
+    task_name = task
+    task_cls = plugins.tasks.get(task_name)
+    preset = preset or flag_layer.get("preset") or file_layer.get("preset") or task_cls.default_preset
+    preset_layer: dict[str, Any] = {}
+    if preset is not None:
+        preset_layer = deep_merge(preset_overrides(task_cls, task_name, preset), {"preset": preset})
+    raw: dict[str, Any] = {"task": {"name": task_name}, "backbone": {"name": "nin"}}
+    for layer in (preset_layer, file_layer, set_layer, flag_layer):
+        raw = deep_merge(raw, layer)
+    if raw["task"].get("name") != task_name:
+        raise ConfigError(
+            f"the config names task '{raw['task'].get('name')}' but the command trains "
+            f"'{task_name}': remove task.name from the config or train that task"
+        )
+    return build_config(raw, plugins)

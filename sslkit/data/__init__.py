@@ -1,0 +1,1 @@
+"""Datasets as uint8 tensors in memory, and batched on-device augmentation."""

@@ -1,0 +1,223 @@
+"""Datasets: decoded once into a uint8 tensor [N, C, H, W] held in memory.
+
+A dataset is either a registered name (``register_datasets`` hook: ``cifar10``, ``sample``, or a
+plugin's) or a folder of images. Folders are decoded once and cached on disk; their class
+sub-folders become labels when every image sits in one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+from ..registry import suggest
+
+if TYPE_CHECKING:
+    from ..plugins import Plugins
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# CIFAR-10 channel statistics as used by the RotNet code (methods.md 1.3).
+CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+CACHE_VERSION = 1
+
+
+@dataclass
+class ImageData:
+    """Images [N, C, H, W] uint8, labels [N] int64 (or None), and what they are."""
+
+    images: Tensor
+    labels: Tensor | None
+    classes: list[str]
+    description: str
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(f"{self.description}: images must be a uint8 tensor [N, C, H, W]")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def select(self, index: Tensor) -> "ImageData":
+        return replace(
+            self,
+            images=self.images[index],
+            labels=None if self.labels is None else self.labels[index],
+            files=[self.files[i] for i in index.tolist()] if self.files else [],
+        )
+
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1]: the dataset's own, or measured (on <= 10k images)."""
+        if self.mean is not None and self.std is not None:
+            return self.mean, self.std
+        x = self.images[: 10_000].float().div_(255).transpose(0, 1).flatten(1)
+        return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
+
+
+class DatasetLoader(Protocol):
+    """What ``register_datasets`` registers: ``loader(split, root) -> ImageData``.
+
+    ``split`` is ``"train"`` or ``"test"``; ``root`` is the data folder (``$SSLKIT_DATA`` or the
+    user cache) where a loader may download or cache.
+    """
+
+    def __call__(self, split: str, root: Path) -> ImageData: ...
+
+
+def data_root() -> Path:
+    """``$SSLKIT_DATA``, else ``$XDG_CACHE_HOME/sslkit`` (default ``~/.cache/sslkit``)."""
+    env = os.environ.get("SSLKIT_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "sslkit"
+
+
+def load_dataset(
+    spec: str, plugins: "Plugins", split: str = "train", image_size: int | None = None
+) -> ImageData:
+    """A registered dataset by name, or a folder of images by path."""
+    if spec in plugins.datasets:
+        data = plugins.datasets.get(spec)(split, data_root())
+        if not isinstance(data, ImageData):
+            raise DataError(f"dataset '{spec}' returned {type(data).__name__}, not sslkit ImageData")
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            known = plugins.datasets.names()
+            raise DataError(
+                f"--data '{spec}': no such dataset or folder{suggest(spec, known)}; "
+                f"give a folder of images or one of: {', '.join(known)}"
+            )
+        if not path.is_dir():
+            raise DataError(f"--data '{spec}': not a folder; give a folder of images (class sub-folders become labels)")
+        data = load_folder(path, image_size)
+    if len(data) == 0:
+        raise DataError(f"{data.description}: the dataset is empty")
+    return data
+
+
+def _list_images(root: Path) -> list[Path]:
+    files = [
+        Path(dirpath) / f
+        for dirpath, _, names in os.walk(root, followlinks=True)
+        for f in names
+        if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")
+    ]
+    return sorted(files)
+
+
+def _decode(path: Path, size: int | None) -> np.ndarray | None:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size, size):
+                im = ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except Exception:  # any decoder failure means "unreadable": skipped and reported
+        return None
+
+
+def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | None = None) -> ImageData:
+    """Decode every image under ``root`` once (cached under ``data_root()/folders``).
+
+    Images must share one size unless ``image_size`` is given (then each is resized and
+    centre-cropped to it). Unreadable files are skipped with one warning naming them.
+    """
+    root = root.resolve()
+    files = _list_images(root)
+    if not files:
+        raise DataError(
+            f"--data '{root}': no images found (looked for {', '.join(IMAGE_SUFFIXES)}); "
+            "point --data at a folder of image files"
+        )
+    rel = [f.relative_to(root).as_posix() for f in files]
+    parents = {Path(r).parent.as_posix() for r in rel}
+    labelled = "." not in parents and all("/" not in p for p in parents)
+    classes = sorted(parents) if labelled else []
+
+    key = hashlib.sha1(f"v{CACHE_VERSION}|{root}|{image_size}".encode())
+    for f, r in zip(files, rel):
+        st = f.stat()
+        key.update(f"|{r}|{st.st_size}|{st.st_mtime_ns}".encode())
+    cache = (cache_dir or data_root() / "folders") / f"{root.name}-{key.hexdigest()[:16]}.pt"
+    if cache.is_file():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return ImageData(
+                blob["images"], blob["labels"], list(blob["classes"]), f"folder '{root}'",
+                files=list(blob["files"]),
+            )
+        except Exception:  # a corrupt cache is rebuilt, never fatal
+            log.warning("ignoring unreadable cache %s; decoding the folder again", cache)
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        arrays = list(pool.map(lambda f: _decode(f, image_size), files, chunksize=64))
+    bad = [r for r, a in zip(rel, arrays) if a is None]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        log.warning("skipped %d unreadable image(s) in %s: %s", len(bad), root, shown)
+    kept = [(r, a) for r, a in zip(rel, arrays) if a is not None]
+    if not kept:
+        raise DataError(f"--data '{root}': none of the {len(files)} image files could be read")
+    shapes = Counter(a.shape for _, a in kept)
+    if len(shapes) > 1:
+        common = shapes.most_common(1)[0][0]
+        raise DataError(
+            f"--data '{root}': images have {len(shapes)} different sizes (most common "
+            f"{common[2]}x{common[1]}); resize them with --set data.image_size={common[1]}"
+        )
+    images = torch.from_numpy(np.stack([a for _, a in kept]))
+    labels = None
+    if labelled:
+        index = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([index[Path(r).parent.as_posix()] for r, _ in kept], dtype=torch.int64)
+    data = ImageData(images, labels, classes, f"folder '{root}'", files=[r for r, _ in kept])
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save(
+            {"images": images, "labels": labels, "classes": classes, "files": data.files}, tmp
+        )
+        os.replace(tmp, cache)
+    except OSError as exc:  # a read-only cache only costs decoding time
+        log.warning("could not cache decoded images at %s: %s", cache, exc)
+    return data
+
+
+def split_holdout(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData | None]:
+    """(train, held-out): a seeded random ``fraction`` of the images, never trained on."""
+    n = len(data)
+    n_hold = int(round(n * fraction))
+    if n_hold == 0:
+        return data, None
+    if n - n_hold < 1:
+        raise DataError(f"{data.description}: {n} images are too few to hold out {fraction:.0%}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return data.select(perm[n_hold:].sort().values), data.select(perm[:n_hold].sort().values)
+
+
+def take_subset(data: ImageData, size: int | None, seed: int) -> ImageData:
+    if size is None or size >= len(data):
+        return data
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + 1))
+    return data.select(perm[:size].sort().values)
+

@@ -1,0 +1,70 @@
+"""Checkpoints that describe themselves and are written atomically.
+
+A checkpoint is a plain dict of tensors and JSON-like values, so it loads with
+``torch.load(path, weights_only=True)``: ``config`` (the full RunConfig), ``plugins`` (their
+versions), ``epoch`` (epochs completed), ``history`` (metrics per epoch), ``data`` (image shape,
+normalisation, classes), the ``backbone`` and ``task`` weights, and the ``optimizer`` and
+``scheduler`` states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+
+FORMAT = "sslkit.checkpoint/1"
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file and rename it over ``path``: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder or a checkpoint file -> the checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at '{path}': give a run folder of 'sslkit train' or its {CHECKPOINT}")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint (run folder or file) safely, with ``weights_only=True``."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint '{path}' ({type(exc).__name__}); the file is corrupt or not an sslkit checkpoint"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"'{path}' is not an sslkit checkpoint (format {FORMAT})")
+    return state

@@ -1,0 +1,245 @@
+"""Plugin discovery: built-in, entry-point and local plugins through one loading path.
+
+:func:`load_plugins` imports every module of the ``sslkit`` entry-point group one at a time (the
+built-in backbones, probes and datasets are entry points of the ``sslkit`` distribution itself),
+then asks each plugin's ``register_*`` hooks what it provides. A plugin that fails to import,
+implements a hook that does not exist (a misspelling) or raises while registering is skipped with
+a warning that names it; the rest still load. Two plugins registering the same name is an error
+that names both.
+
+Selection (``SSLKIT_PLUGINS`` or ``sslkit --plugins``): a comma-separated list. ``-name``
+disables a plugin; plain names load only those plugins (plus sslkit's built-ins); ``none``
+loads only the built-ins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import inspect
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pluggy
+
+from . import hookspecs
+from .registry import Provider, Registry, suggest
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "sslkit"
+ENV_VAR = "SSLKIT_PLUGINS"
+HOOKS = {
+    "register_pretext_tasks": "tasks",
+    "register_backbones": "backbones",
+    "register_probes": "probes",
+    "register_datasets": "datasets",
+}
+
+
+@dataclass
+class PluginRecord:
+    """What happened to one plugin: ``loaded``, ``disabled`` or ``failed`` (with why)."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    status: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    only: frozenset[str] | None  # None: every plugin
+    disabled: frozenset[str]
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "Selection":
+        if spec is None or not spec.strip():
+            return cls(None, frozenset())
+        only: set[str] = set()
+        disabled: set[str] = set()
+        names_only = False
+        for item in (s.strip() for s in spec.split(",")):
+            if not item:
+                continue
+            if item == "none":
+                names_only = True
+            elif item.startswith("-") or item.startswith("no:"):
+                disabled.add(item[1:] if item.startswith("-") else item[3:])
+            else:
+                only.add(item)
+                names_only = True
+        return cls(frozenset(only) if names_only else None, frozenset(disabled))
+
+    def allows(self, name: str, builtin: bool) -> bool:
+        if name in self.disabled:
+            return False
+        return builtin or self.only is None or name in self.only
+
+
+@dataclass
+class Plugins:
+    """The loaded plugins and the registries they filled. Build with :func:`load_plugins`."""
+
+    manager: pluggy.PluginManager
+    records: list[PluginRecord] = field(default_factory=list)
+    tasks: Registry[Any] = field(default_factory=lambda: Registry("pretext task"))
+    backbones: Registry[Any] = field(default_factory=lambda: Registry("backbone"))
+    probes: Registry[Any] = field(default_factory=lambda: Registry("probe"))
+    datasets: Registry[Any] = field(default_factory=lambda: Registry("dataset"))
+
+    def versions(self) -> dict[str, str]:
+        """{plugin: 'distribution version'} of the loaded plugins, recorded in checkpoints."""
+        return {
+            r.name: f"{r.distribution or '-'} {r.version or '-'}"
+            for r in self.records
+            if r.status == "loaded"
+        }
+
+    def registries(self) -> list[Registry[Any]]:
+        return [self.tasks, self.backbones, self.probes, self.datasets]
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("sslkit")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _entry_points() -> list[md.EntryPoint]:
+    eps = md.entry_points(group=ENTRY_POINT_GROUP)
+    return sorted(eps, key=lambda ep: ep.name)
+
+
+def _dist_of(ep: md.EntryPoint) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
+
+
+def _check_hooks(pm: pluggy.PluginManager, plugin: object) -> str | None:
+    """Why the plugin's hooks are unusable (a misspelt hook), or None."""
+    known = sorted(HOOKS)
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.spec is None:
+            return (
+                f"implements unknown hook '{caller.name}'{suggest(caller.name, known)}; "
+                f"sslkit hooks: {', '.join(known)}"
+            )
+    return None
+
+
+def _register(
+    pm: pluggy.PluginManager,
+    plugins: Plugins,
+    name: str,
+    load: Callable[[], object],
+    dist: tuple[str | None, str | None],
+) -> None:
+    record = PluginRecord(name, dist[0], dist[1], "loaded")
+    plugins.records.append(record)
+    fix = f"fix or uninstall it, or disable it with {ENV_VAR}='-{name}'"
+    try:
+        module = load()
+    except Exception as exc:  # any import-time failure of third-party code
+        record.status, record.error = "failed", f"failed to import: {type(exc).__name__}: {exc}"
+    else:
+        if pm.get_plugin(name) is not None:
+            record.status, record.error = "failed", "another plugin is already loaded under this name"
+        else:
+            try:
+                pm.register(module, name=name)
+            except Exception as exc:  # pluggy.PluginValidationError: bad hook signature
+                record.status, record.error = "failed", f"invalid hook: {exc}"
+            else:
+                problem = _check_hooks(pm, module)
+                if problem:
+                    pm.unregister(module)
+                    record.status, record.error = "failed", problem
+    if record.error:
+        log.warning("plugin '%s' was not loaded: %s; %s", name, record.error, fix)
+
+
+def _collect(plugins: Plugins, record_by_name: dict[str, PluginRecord]) -> None:
+    """Call each plugin's register hooks one plugin at a time, so failures are attributed."""
+    from .interfaces import Backbone, PretextTask, Probe  # torch is needed from here on
+
+    expected: dict[str, Any] = {"tasks": PretextTask, "backbones": Backbone, "probes": Probe}
+    for hook_name, attr in HOOKS.items():
+        registry: Registry[Any] = getattr(plugins, attr)
+        caller = getattr(plugins.manager.hook, hook_name)
+        # pluggy returns implementations last-registered first; register in load order.
+        for impl in reversed(caller.get_hookimpls()):
+            record = record_by_name.get(impl.plugin_name)
+            provider = Provider(
+                impl.plugin_name,
+                record.distribution if record else None,
+                record.version if record else None,
+            )
+            staged: list[tuple[str, Any]] = []
+
+            def register(name: str, obj: Any, _staged: list = staged) -> None:
+                _staged.append((name, obj))
+
+            try:
+                impl.function(register=register)
+                for name, obj in staged:
+                    base = expected.get(attr)
+                    if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
+                        raise TypeError(f"{name!r} is not a subclass of sslkit.{base.__name__}")
+                    if base is None and not callable(obj):
+                        raise TypeError(f"dataset {name!r} is not a callable loader")
+            except Exception as exc:
+                msg = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                if record:
+                    record.status, record.error = "failed", msg
+                log.warning(
+                    "plugin '%s' was not loaded: %s; fix or uninstall it, or disable it with %s='-%s'",
+                    impl.plugin_name, msg, ENV_VAR, impl.plugin_name,
+                )
+                continue
+            for name, obj in staged:
+                registry.register(name, obj, provider)  # duplicates raise, naming both plugins
+
+
+def load_plugins(
+    selection: str | None = None,
+    extra: Sequence[object] = (),
+    *,
+    entry_points: bool = True,
+) -> Plugins:
+    """Load plugins and fill the registries.
+
+    ``selection`` defaults to ``$SSLKIT_PLUGINS``. ``extra`` are local plugins (modules or
+    objects with hook implementations, e.g. defined in a test), loaded after the entry points
+    through the same path. ``entry_points=False`` loads only ``extra`` (for isolated tests).
+    """
+    if selection is None:
+        selection = os.environ.get(ENV_VAR)
+    chosen = Selection.parse(selection)
+    pm = make_plugin_manager()
+    plugins = Plugins(manager=pm)
+    if entry_points:
+        for ep in _entry_points():
+            dist = _dist_of(ep)
+            builtin = dist[0] == "sslkit"
+            if not chosen.allows(ep.name, builtin):
+                plugins.records.append(PluginRecord(ep.name, dist[0], dist[1], "disabled"))
+                continue
+            _register(pm, plugins, ep.name, ep.load, dist)
+    for obj in extra:
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        if isinstance(obj, str):
+            name, obj = obj, importlib.import_module(obj)
+        _register(pm, plugins, name, lambda o=obj: o, (None, None))
+    records = {r.name: r for r in plugins.records}
+    _collect(plugins, records)
+    failures = {r.name: r.error or "" for r in plugins.records if r.status == "failed"}
+    for registry in plugins.registries():
+        registry.load_failures.update(failures)
+    return plugins
+
