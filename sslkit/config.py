@@ -205,13 +205,17 @@ def assemble(
     flag_layer = dict(flags or {})
     task_name = task
     task_cls = plugins.tasks.get(task_name)
-    preset = preset or flag_layer.get("preset") or file_layer.get("preset") or task_cls.default_preset
+    # The preset is chosen first (it is the bottom layer of values), by the same precedence.
+    for layer in (flag_layer, set_layer, file_layer):
+        preset = preset or layer.get("preset")
+    preset = preset or task_cls.default_preset
     preset_layer: dict[str, Any] = {}
     if preset is not None:
-        preset_layer = deep_merge(preset_overrides(task_cls, task_name, preset), {"preset": preset})
+        preset_layer = dict(preset_overrides(task_cls, task_name, preset))
     raw: dict[str, Any] = {"task": {"name": task_name}, "backbone": {"name": "nin"}}
     for layer in (preset_layer, file_layer, set_layer, flag_layer):
         raw = deep_merge(raw, layer)
+    raw["preset"] = preset
     if raw["task"].get("name") != task_name:
         raise ConfigError(
             f"the config names task '{raw['task'].get('name')}' but the command trains "

@@ -164,46 +164,43 @@ def _register(
         log.warning("plugin '%s' was not loaded: %s; %s", name, record.error, fix)
 
 
-def _collect(plugins: Plugins, record_by_name: dict[str, PluginRecord]) -> None:
-    """Call each plugin's register hooks one plugin at a time, so failures are attributed."""
+def _collect(plugins: Plugins) -> None:
+    """Ask each loaded plugin, one at a time, what it provides.
+
+    A plugin's registrations from all its hooks are staged first and added only if none of its
+    hooks raised and every object has the right type: a failing plugin registers nothing.
+    """
     from .interfaces import Backbone, PretextTask, Probe  # torch is needed from here on
 
     expected: dict[str, Any] = {"tasks": PretextTask, "backbones": Backbone, "probes": Probe}
+    impls: dict[str, list[tuple[str, str, Any]]] = {}
     for hook_name, attr in HOOKS.items():
-        registry: Registry[Any] = getattr(plugins, attr)
-        caller = getattr(plugins.manager.hook, hook_name)
-        # pluggy returns implementations last-registered first; register in load order.
-        for impl in reversed(caller.get_hookimpls()):
-            record = record_by_name.get(impl.plugin_name)
-            provider = Provider(
-                impl.plugin_name,
-                record.distribution if record else None,
-                record.version if record else None,
-            )
-            staged: list[tuple[str, Any]] = []
-
-            def register(name: str, obj: Any, _staged: list = staged) -> None:
-                _staged.append((name, obj))
-
-            try:
-                impl.function(register=register)
-                for name, obj in staged:
-                    base = expected.get(attr)
+        for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():
+            impls.setdefault(impl.plugin_name, []).append((hook_name, attr, impl))
+    for record in plugins.records:
+        if record.status != "loaded":
+            continue
+        staged: list[tuple[str, str, Any]] = []
+        hook_name = ""
+        try:
+            for hook_name, attr, impl in impls.get(record.name, []):
+                impl.function(register=lambda name, obj, _a=attr: staged.append((_a, name, obj)))
+                base = expected.get(attr)
+                for _, name, obj in (s for s in staged if s[0] == attr):
                     if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
                         raise TypeError(f"{name!r} is not a subclass of sslkit.{base.__name__}")
                     if base is None and not callable(obj):
                         raise TypeError(f"dataset {name!r} is not a callable loader")
-            except Exception as exc:
-                msg = f"{hook_name} raised {type(exc).__name__}: {exc}"
-                if record:
-                    record.status, record.error = "failed", msg
-                log.warning(
-                    "plugin '%s' was not loaded: %s; fix or uninstall it, or disable it with %s='-%s'",
-                    impl.plugin_name, msg, ENV_VAR, impl.plugin_name,
-                )
-                continue
-            for name, obj in staged:
-                registry.register(name, obj, provider)  # duplicates raise, naming both plugins
+        except Exception as exc:
+            record.status, record.error = "failed", f"{hook_name} raised {type(exc).__name__}: {exc}"
+            log.warning(
+                "plugin '%s' was not loaded: %s; fix or uninstall it, or disable it with %s='-%s'",
+                record.name, record.error, ENV_VAR, record.name,
+            )
+            continue
+        provider = Provider(record.name, record.distribution, record.version)
+        for attr, name, obj in staged:
+            getattr(plugins, attr).register(name, obj, provider)  # duplicates raise, naming both
 
 
 def load_plugins(
@@ -236,8 +233,7 @@ def load_plugins(
         if isinstance(obj, str):
             name, obj = obj, importlib.import_module(obj)
         _register(pm, plugins, name, lambda o=obj: o, (None, None))
-    records = {r.name: r for r in plugins.records}
-    _collect(plugins, records)
+    _collect(plugins)
     failures = {r.name: r.error or "" for r in plugins.records if r.status == "failed"}
     for registry in plugins.registries():
         registry.load_failures.update(failures)

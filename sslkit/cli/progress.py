@@ -12,7 +12,7 @@ from ..engine.callbacks import Callback
 
 class RichProgress(Callback):
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.progress: Progress | None = None
         self.task_id: Any = None
         self.epochs = 0

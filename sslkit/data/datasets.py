@@ -114,12 +114,15 @@ def load_dataset(
 
 
 def _list_images(root: Path) -> list[Path]:
-    files = [
-        Path(dirpath) / f
-        for dirpath, _, names in os.walk(root, followlinks=True)
-        for f in names
-        if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")
-    ]
+    files: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink back up the tree: do not walk (and count) it again
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        files += [Path(dirpath) / f for f in names if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
     return sorted(files)
 
 

@@ -1,0 +1,96 @@
+"""The command line: bad input gives one line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def sslkit(*args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "sslkit", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
+    )
+
+
+def _empty_folder(tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    (tmp_path / "empty" / "cats" / "notes.txt").write_text("no images here")
+    return str(tmp_path / "empty")
+
+
+BAD = {
+    "unknown task": (["train", "rotaton"], "unknown pretext task 'rotaton' (did you mean 'rotation'?)"),
+    "unknown backbone": (["train", "rotation", "--backbone", "nim"], "unknown backbone 'nim' (did you mean 'nin'?)"),
+    "unknown --set key": (["train", "rotation", "--set", "backbone.widht=0.5"], "unknown config key 'backbone.widht' (did you mean 'width'?)"),
+    "wrong --set type": (["train", "rotation", "--set", "backbone.width=wide"], "config 'backbone.width'"),
+    "malformed --set": (["train", "rotation", "--set", "width"], "expected KEY=VALUE"),
+    "--data nowhere": (["train", "rotation", "--data", "/no/such/folder"], "--data '/no/such/folder': no such dataset or folder"),
+    "folder without images": (["train", "rotation", "--data", "EMPTY"], "no images found"),
+    "unknown preset": (["train", "rotation", "--preset", "papr"], "unknown preset 'papr' (did you mean 'paper'?)"),
+    "missing config file": (["train", "rotation", "--config", "/no/config.toml"], "--config '/no/config.toml': no such file"),
+    "resume without out": (["train", "rotation", "--resume"], "--resume needs --out"),
+    "unknown device": (["train", "rotation", "--device", "tpu"], "--device 'tpu'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2(case, tmp_path):
+    args, expected = BAD[case]
+    args = [_empty_folder(tmp_path) if a == "EMPTY" else a for a in args]
+    result = sslkit(*args, "--out", str(tmp_path / "run")) if "--resume" not in args else sslkit(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys; from sslkit.cli import build_app; build_app(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+    start = time.perf_counter()
+    result = sslkit("--help")
+    assert result.returncode == 0 and "train" in result.stdout
+    assert time.perf_counter() - start < 20  # generous: only guards against importing torch for help
+
+
+def test_plugins_command_and_disabling(tmp_path):
+    listed = json.loads(sslkit("plugins", "--json").stdout)
+    assert {"kind": "pretext task", "name": "rotation", "plugin": "rotation", "distribution": "sslkit-rotation", "version": "0.1.0"} in listed["provides"]
+    off = sslkit("--plugins", "-rotation", "train", "rotation")
+    assert off.returncode == 2 and "unknown pretext task 'rotation'" in off.stderr
+    env_off = json.loads(sslkit("plugins", "--json", env={"SSLKIT_PLUGINS": "none"}).stdout)
+    assert {r["name"]: r["status"] for r in env_off["plugins"]}["rotation"] == "disabled"
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "rotation", "--epochs", "1", "--device", "cpu", "--out", str(run),
+            "--set", "backbone.blocks=3", "--set", "backbone.width=0.1", "--set", "data.subset=64", "--set", "data.batch_size=32"]
+    assert sslkit(*args).returncode == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    again = sslkit(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    """`torchrun --nproc_per_node 2 -m sslkit train ...` trains with DDP over gloo."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "sslkit", "train", "rotation", "--epochs", "2", "--device", "cpu", "--out", str(run),
+           "--set", "backbone.blocks=3", "--set", "backbone.width=0.1", "--set", "data.subset=256",
+           "--set", "data.batch_size=32"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "heldout_acc" in rows[-1]
+    assert "x2 processes" in result.stderr

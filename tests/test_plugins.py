@@ -1,0 +1,455 @@
+"""Plugin discovery and registries: entry points, local plugins, failures and selection."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import logging
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+from torch import nn
+
+import sslkit.plugins as plugins_mod
+from sslkit import hookimpl
+from sslkit.errors import DuplicateNameError, UnknownNameError
+from sslkit.factory import create_backbone
+from sslkit.interfaces import Backbone, Config, Stage
+from sslkit.plugins import Selection, load_plugins
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class TinyConfig(Config):
+    channels: int = 4
+
+
+class TinyBackbone(Backbone):
+    """A throwaway one-stage backbone for local-plugin tests."""
+
+    Config = TinyConfig
+
+    def __init__(self, config: TinyConfig) -> None:
+        super().__init__(config)
+        self.blocks["block1"] = nn.Conv2d(3, config.channels, 3, padding=1)
+        self.stages = (Stage("block1", config.channels, 1),)
+
+
+class OtherBackbone(TinyBackbone):
+    pass
+
+
+def _record(plugins, name):
+    matches = [r for r in plugins.records if r.name == name]
+    assert len(matches) == 1, [vars(r) for r in plugins.records]
+    return matches[0]
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.fixture(autouse=True)
+def _no_env_selection(monkeypatch):
+    monkeypatch.delenv("SSLKIT_PLUGINS", raising=False)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_plugins(selection="")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def test_builtins_and_rotation_load_from_entry_points(loaded):
+    assert "rotation" in loaded.tasks
+    assert {"nin", "resnet18"} <= set(loaded.backbones.names())
+    assert {"cifar10", "sample"} <= set(loaded.datasets.names())
+    assert {"linear", "mlp"} <= set(loaded.probes.names())
+    assert all(r.status == "loaded" for r in loaded.records), [vars(r) for r in loaded.records]
+
+
+def test_provider_distribution_recorded(loaded):
+    rot = loaded.tasks.entry("rotation").provider
+    assert rot.plugin == "rotation"
+    assert rot.distribution == "sslkit-rotation"
+    assert rot.version
+    nin = loaded.backbones.entry("nin").provider
+    assert nin.distribution == "sslkit"
+    assert nin.version
+    assert loaded.datasets.entry("sample").provider.distribution == "sslkit"
+    assert loaded.probes.entry("linear").provider.distribution == "sslkit"
+    assert _record(loaded, "rotation").distribution == "sslkit-rotation"
+    versions = loaded.versions()
+    assert versions["rotation"].startswith("sslkit-rotation ")
+
+
+# --------------------------------------------------------------------------- local plugins
+
+
+class LocalPlugin:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("tiny", TinyBackbone)
+
+
+def test_local_plugin_class_registers_backbone():
+    plugins = load_plugins(extra=[LocalPlugin], entry_points=False)
+    assert plugins.backbones.names() == ["tiny"]
+    assert _record(plugins, "LocalPlugin").status == "loaded"
+    assert plugins.backbones.entry("tiny").provider.plugin == "LocalPlugin"
+    model = create_backbone("tiny", plugins, channels=6)
+    assert isinstance(model, TinyBackbone)
+    assert model.config.channels == 6
+    import torch
+
+    out = model(torch.zeros(2, 3, 8, 8))
+    assert out["block1"].shape == (2, 6, 8, 8)
+
+
+def test_local_plugin_module():
+    mod = types.ModuleType("my_local_plugin")
+
+    @hookimpl
+    def register_backbones(register):
+        register("tiny_mod", TinyBackbone)
+
+    mod.register_backbones = register_backbones
+    plugins = load_plugins(extra=[mod], entry_points=False)
+    assert "tiny_mod" in plugins.backbones
+    assert _record(plugins, "my_local_plugin").status == "loaded"
+    assert isinstance(create_backbone("tiny_mod", plugins), TinyBackbone)
+
+
+def test_local_plugin_alongside_entry_points():
+    plugins = load_plugins(selection="", extra=[LocalPlugin])
+    assert {"nin", "resnet18", "tiny"} <= set(plugins.backbones.names())
+    assert "rotation" in plugins.tasks
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+class DupA:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("dup", TinyBackbone)
+
+
+class DupB:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("dup", OtherBackbone)
+
+
+def test_duplicate_name_names_both_plugins():
+    with pytest.raises(DuplicateNameError) as info:
+        load_plugins(extra=[DupA, DupB], entry_points=False)
+    msg = str(info.value)
+    assert "'dup'" in msg
+    assert "DupA" in msg and "DupB" in msg
+    assert "\n" not in msg
+
+
+def test_duplicate_of_builtin_names_both_plugins():
+    class ShadowNin:
+        @staticmethod
+        @hookimpl
+        def register_backbones(register):
+            register("nin", TinyBackbone)
+
+    with pytest.raises(DuplicateNameError) as info:
+        load_plugins(selection="", extra=[ShadowNin])
+    msg = str(info.value)
+    assert "ShadowNin" in msg
+    assert "backbones" in msg and "sslkit" in msg  # the built-in entry point and its distribution
+
+
+# --------------------------------------------------------------------------- unknown names
+
+
+def test_unknown_name_suggests(loaded):
+    with pytest.raises(UnknownNameError) as info:
+        loaded.tasks.get("rotaton")
+    msg = str(info.value)
+    assert "did you mean 'rotation'" in msg
+    assert "rotaton" in msg
+    with pytest.raises(KeyError):  # UnknownNameError is also a KeyError
+        loaded.backbones.get("resnet81")
+    with pytest.raises(UnknownNameError, match="did you mean 'resnet18'"):
+        create_backbone("resnet81", loaded)
+
+
+def test_unknown_name_without_close_match(loaded):
+    with pytest.raises(UnknownNameError) as info:
+        loaded.probes.get("zzzzzz")
+    msg = str(info.value)
+    assert "did you mean" not in msg
+    assert "linear" in msg and "mlp" in msg
+
+
+# --------------------------------------------------------------------------- broken plugins
+
+
+def test_broken_entry_point_is_skipped_with_warning(monkeypatch, caplog):
+    real = plugins_mod._entry_points()
+    fake = md.EntryPoint(name="broken", value="no_such_module_xyz", group="sslkit")
+    monkeypatch.setattr(plugins_mod, "_entry_points", lambda: sorted([*real, fake], key=lambda e: e.name))
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(selection="")
+    warnings = [w for w in _warnings(caplog) if "broken" in w]
+    assert len(warnings) == 1, _warnings(caplog)
+    assert "no_such_module_xyz" in warnings[0]
+    assert "SSLKIT_PLUGINS='-broken'" in warnings[0]
+    rec = _record(plugins, "broken")
+    assert rec.status == "failed"
+    assert rec.error and "import" in rec.error
+    # the others still load
+    assert "rotation" in plugins.tasks
+    assert {"nin", "resnet18"} <= set(plugins.backbones.names())
+    assert {"cifar10", "sample"} <= set(plugins.datasets.names())
+    assert "broken" not in plugins.versions()
+    # an unknown name mentions the plugin that failed
+    with pytest.raises(UnknownNameError) as info:
+        plugins.tasks.get("jigsaw")
+    assert "broken" in str(info.value)
+
+
+def test_broken_entry_point_can_be_disabled(monkeypatch, caplog):
+    real = plugins_mod._entry_points()
+    fake = md.EntryPoint(name="broken", value="no_such_module_xyz", group="sslkit")
+    monkeypatch.setattr(plugins_mod, "_entry_points", lambda: [*real, fake])
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(selection="-broken")
+    assert _record(plugins, "broken").status == "disabled"
+    assert not _warnings(caplog)
+
+
+class Misspelt:
+    @staticmethod
+    @hookimpl
+    def register_backbone(register):  # singular: not a sslkit hook
+        register("misspelt", TinyBackbone)
+
+
+def test_misspelt_hook(caplog):
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(extra=[Misspelt], entry_points=False)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "Misspelt" in warnings[0]
+    assert "register_backbone" in warnings[0]
+    assert "did you mean 'register_backbones'" in warnings[0]
+    rec = _record(plugins, "Misspelt")
+    assert rec.status == "failed"
+    assert "register_backbones" in rec.error
+    assert "misspelt" not in plugins.backbones
+    assert len(plugins.backbones) == 0
+
+
+class Raises:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("raises_good", TinyBackbone)
+        raise RuntimeError("boom in plugin")
+
+
+class NotABackbone:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("nab_good", TinyBackbone)
+        register("nab_bad", nn.Linear)  # an nn.Module, but not a sslkit Backbone
+
+
+class InstanceNotClass:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("inst", TinyBackbone(TinyConfig()))
+
+
+@pytest.mark.parametrize(
+    "plugin, needle, names",
+    [
+        (Raises, "boom in plugin", ["raises_good"]),
+        (NotABackbone, "nab_bad", ["nab_good", "nab_bad"]),
+        (InstanceNotClass, "inst", ["inst"]),
+    ],
+)
+def test_bad_register_hook_skips_plugin(caplog, plugin, needle, names):
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(extra=[LocalPlugin, plugin], entry_points=False)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert plugin.__name__ in warnings[0]
+    assert needle in warnings[0]
+    assert "register_backbones" in warnings[0]
+    rec = _record(plugins, plugin.__name__)
+    assert rec.status == "failed"
+    assert needle in rec.error
+    for name in names:  # nothing of the failed plugin is registered, not even its valid part
+        assert name not in plugins.backbones
+    # the good plugin is unaffected
+    assert plugins.backbones.names() == ["tiny"]
+    assert _record(plugins, "LocalPlugin").status == "loaded"
+    with pytest.raises(UnknownNameError, match=plugin.__name__):
+        plugins.backbones.get(names[0])
+
+
+class BadDatasetLoader:
+    @staticmethod
+    @hookimpl
+    def register_datasets(register):
+        register("not_callable", 42)
+
+
+def test_dataset_that_is_not_callable_is_skipped(caplog):
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(extra=[BadDatasetLoader], entry_points=False)
+    assert _record(plugins, "BadDatasetLoader").status == "failed"
+    assert "not_callable" not in plugins.datasets
+    assert any("BadDatasetLoader" in w for w in _warnings(caplog))
+
+
+class TasksRaiseBackbonesFine:
+    @staticmethod
+    @hookimpl
+    def register_pretext_tasks(register):
+        raise RuntimeError("task hook broke")
+
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("half_loaded", TinyBackbone)
+
+
+class BackbonesFineDatasetsRaise:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("half_loaded2", TinyBackbone)
+
+    @staticmethod
+    @hookimpl
+    def register_datasets(register):
+        raise RuntimeError("dataset hook broke")
+
+
+@pytest.mark.parametrize("plugin, name", [(TasksRaiseBackbonesFine, "half_loaded"), (BackbonesFineDatasetsRaise, "half_loaded2")])
+def test_failed_plugin_registers_nothing_from_any_hook(caplog, plugin, name):
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(extra=[plugin], entry_points=False)
+    assert _record(plugins, plugin.__name__).status == "failed"
+    assert name not in plugins.backbones
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def test_selection_parse():
+    s = Selection.parse(None)
+    assert s.only is None and s.disabled == frozenset()
+    assert Selection.parse("") == s
+    assert Selection.parse("  ") == s
+    s = Selection.parse("-rotation")
+    assert s.only is None and s.disabled == {"rotation"}
+    s = Selection.parse("no:rotation")
+    assert s.only is None and s.disabled == {"rotation"}
+    s = Selection.parse("none")
+    assert s.only == frozenset() and s.disabled == frozenset()
+    s = Selection.parse("rotation, jigsaw ,")
+    assert s.only == {"rotation", "jigsaw"} and s.disabled == frozenset()
+    s = Selection.parse("rotation,-jigsaw")
+    assert s.only == {"rotation"} and s.disabled == {"jigsaw"}
+
+
+def test_selection_allows():
+    s = Selection.parse("none")
+    assert s.allows("backbones", builtin=True)
+    assert not s.allows("rotation", builtin=False)
+    s = Selection.parse("rotation")
+    assert s.allows("rotation", builtin=False)
+    assert not s.allows("jigsaw", builtin=False)
+    assert s.allows("probes", builtin=True)
+    s = Selection.parse("-rotation")
+    assert not s.allows("rotation", builtin=False)
+    assert s.allows("jigsaw", builtin=False)
+    assert not Selection.parse("-probes").allows("probes", builtin=True)
+
+
+def test_select_disable_rotation():
+    plugins = load_plugins(selection="-rotation")
+    assert _record(plugins, "rotation").status == "disabled"
+    assert "rotation" not in plugins.tasks
+    assert "nin" in plugins.backbones
+    assert "rotation" not in plugins.versions()
+
+
+def test_select_none_keeps_builtins():
+    plugins = load_plugins(selection="none")
+    loaded = [r for r in plugins.records if r.status == "loaded"]
+    assert loaded and {r.distribution for r in loaded} == {"sslkit"}
+    assert _record(plugins, "rotation").status == "disabled"
+    assert len(plugins.tasks) == 0
+    assert {"nin", "resnet18"} <= set(plugins.backbones.names())
+    assert {"linear", "mlp"} <= set(plugins.probes.names())
+    assert {"cifar10", "sample"} <= set(plugins.datasets.names())
+
+
+def test_select_only_rotation():
+    plugins = load_plugins(selection="rotation")
+    assert _record(plugins, "rotation").status == "loaded"
+    assert "rotation" in plugins.tasks
+    assert {"nin", "resnet18"} <= set(plugins.backbones.names())
+    assert all(r.status in ("loaded", "disabled") for r in plugins.records)
+    # anything that is neither built-in nor selected is disabled
+    for r in plugins.records:
+        if r.distribution != "sslkit" and r.name != "rotation":
+            assert r.status == "disabled"
+
+
+def test_selection_from_environment(monkeypatch):
+    monkeypatch.setenv("SSLKIT_PLUGINS", "-rotation")
+    plugins = load_plugins()
+    assert _record(plugins, "rotation").status == "disabled"
+    assert "rotation" not in plugins.tasks
+    monkeypatch.setenv("SSLKIT_PLUGINS", "none")
+    plugins = load_plugins()
+    assert len(plugins.tasks) == 0
+    monkeypatch.setenv("SSLKIT_PLUGINS", "rotation")
+    assert "rotation" in load_plugins().tasks
+    # an explicit selection wins over the environment
+    monkeypatch.setenv("SSLKIT_PLUGINS", "-rotation")
+    assert "rotation" in load_plugins(selection="").tasks
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_plugins_json():
+    env = {k: v for k, v in os.environ.items() if k != "SSLKIT_PLUGINS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sslkit", "plugins", "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    records = {r["name"]: r for r in data["plugins"]}
+    rot = records["rotation"]
+    assert rot["distribution"] == "sslkit-rotation"
+    assert rot["version"]
+    assert rot["status"] == "loaded"
+    rows = {(r["kind"], r["name"]): r for r in data["provides"]}
+    assert rows[("pretext task", "rotation")]["distribution"] == "sslkit-rotation"
+    assert rows[("pretext task", "rotation")]["version"] == rot["version"]
+    assert rows[("backbone", "nin")]["distribution"] == "sslkit"

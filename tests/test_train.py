@@ -1,0 +1,101 @@
+"""The training engine end to end on tiny models: outputs, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sslkit.config import assemble
+from sslkit.engine.checkpoint import FORMAT
+from sslkit.engine.trainer import train
+from sslkit.errors import CheckpointError
+
+TINY = ["backbone.blocks=3", "backbone.width=0.1", "data.subset=192", "data.batch_size=32", "data.holdout=0.25"]
+
+
+def _config(plugins, epochs=2, extra=()):
+    return assemble("rotation", plugins, sets=[*TINY, *extra], flags={"epochs": epochs, "device": "cpu"})
+
+
+def test_tiny_run_writes_checkpoint_and_metrics(plugins, tmp_path):
+    result = train(_config(plugins, epochs=2), tmp_path / "run", plugins=plugins)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 0 <= r["heldout_acc"] <= 1 and r["train_loss"] > 0 and r["images_per_s"] > 0
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["format"] == FORMAT and state["epoch"] == 2
+    assert state["config"]["backbone"] == {"name": "nin", "blocks": 3, "width": 0.1, "in_channels": 3}
+    assert state["config"]["data"]["mean"] is not None  # normalisation recorded with the run
+    assert "rotation" in state["plugins"] and state["history"] == rows
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == state["config"]
+    assert result.last == rows[-1]
+
+
+def test_refuses_to_overwrite_a_run(plugins, tmp_path):
+    train(_config(plugins, epochs=1), tmp_path, plugins=plugins)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(_config(plugins, epochs=1), tmp_path, plugins=plugins)
+
+
+def test_resume_reproduces_uninterrupted_run(plugins, tmp_path):
+    straight = train(_config(plugins, epochs=3), tmp_path / "a", plugins=plugins).history
+    train(_config(plugins, epochs=1), tmp_path / "b", plugins=plugins)
+    resumed = train(_config(plugins, epochs=3), tmp_path / "b", plugins=plugins, resume=True).history
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "samples_per_s")} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(straight)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["backbone"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["backbone"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resume_rejects_a_changed_config(plugins, tmp_path):
+    train(_config(plugins, epochs=1), tmp_path, plugins=plugins)
+    with pytest.raises(CheckpointError, match="optim"):
+        train(_config(plugins, epochs=2, extra=["optim.lr=0.05"]), tmp_path, plugins=plugins, resume=True)
+
+
+def test_loss_decreases_on_sample(plugins, tmp_path):
+    cfg = assemble("rotation", plugins, sets=["backbone.width=0.15", "data.subset=1024", "data.batch_size=64"], flags={"epochs": 3, "device": "cpu"})
+    rows = train(cfg, tmp_path, plugins=plugins).history
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["heldout_acc"] > 0.4  # chance is 0.25
+
+
+def test_sigkill_then_resume_loses_no_epoch(tmp_path):
+    """Kill the CLI mid-epoch with SIGKILL; --resume finishes with the uninterrupted metrics."""
+    sets = [a for s in TINY[:2] + ["data.subset=512", "data.batch_size=32", "data.holdout=0.1"] for a in ("--set", s)]
+    base = [sys.executable, "-m", "sslkit", "train", "rotation", "--epochs", "3", "--device", "cpu", *sets]
+    env = {**os.environ, "SSLKIT_DATA": str(tmp_path / "data")}
+    ref = subprocess.run([*base, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*base, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 3, "the kill should land before the run finished"
+    resumed = subprocess.run([*base, "--out", str(run), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
+    rows = lambda p: [{k: v for k, v in json.loads(line).items() if k in ("epoch", "train_loss", "train_acc", "heldout_loss", "heldout_acc", "lr")} for line in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert rows(run) == rows(tmp_path / "ref")
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bf16_autocast_and_nchw(plugins, tmp_path):
+    cfg = _config(plugins, epochs=1, extra=["precision=bf16", "channels_last=false"])
+    rows = train(cfg, tmp_path, plugins=plugins).history
+    assert rows[0]["train_loss"] > 0 and rows[0]["heldout_acc"] >= 0
