@@ -64,6 +64,7 @@ class RunConfig(_Section):
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool | None = Field(None, description="default: on for CUDA, off for CPU")
     compile: bool = False
+    sync_batchnorm: bool = Field(True, description="with several processes, BatchNorm statistics over the global batch")
     preset: str | None = None
 
     @field_validator("task", "backbone")

@@ -81,16 +81,24 @@ def test_existing_run_is_never_overwritten(tmp_path):
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
-def test_torchrun_two_processes_on_cpu(tmp_path):
-    """`torchrun --nproc_per_node 2 -m sslkit train ...` trains with DDP over gloo."""
-    run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "sslkit", "train", "rotation", "--epochs", "2", "--device", "cpu", "--out", str(run),
-           "--set", "backbone.blocks=3", "--set", "backbone.width=0.1", "--set", "data.subset=256",
-           "--set", "data.batch_size=32"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2] and "heldout_acc" in rows[-1]
-    assert "x2 processes" in result.stderr
+def test_torchrun_two_processes_match_one(tmp_path):
+    """`torchrun --nproc_per_node 2 -m sslkit train ...` trains with DDP over gloo, and with the
+    same global batch gives the loss curve of one process (BatchNorm statistics are global)."""
+    args = ["train", "rotation", "--epochs", "3", "--device", "cpu", "--set", "backbone.blocks=3",
+            "--set", "backbone.width=0.1", "--set", "data.subset=140", "--set", "data.batch_size=64",
+            "--set", "optim.lr=0.01"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "sslkit", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "sslkit", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "x2 processes" in two.stderr
+    curve = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    a, b = curve("one"), curve("two")
+    assert [r["epoch"] for r in b] == [1, 2, 3] and "heldout_acc" in b[-1]
+    for ra, rb in zip(a, b):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
+        assert rb["heldout_loss"] == pytest.approx(ra["heldout_loss"], rel=1e-3)

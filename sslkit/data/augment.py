@@ -15,22 +15,30 @@ from torch import Tensor
 
 def random_crop_flip(images: Tensor, padding: int, flip: bool, generator: torch.Generator) -> Tensor:
     """images [B, C, H, W] (any dtype) -> same shape: a random crop of the zero-padded image,
-    then a horizontal flip with probability 1/2, drawn independently per image."""
-    b, _, h, w = images.shape
+    then a horizontal flip with probability 1/2, drawn independently per image.
+
+    Both are one ``gather`` over the flattened padded images: crop offsets shift the source
+    index, a flip reverses the column index. (Advanced indexing or ``torch.where`` over a flipped
+    copy were 10-30x slower on CPU.)
+    """
+    b, c, h, w = images.shape
     device = images.device
-    if padding > 0:
-        padded = F.pad(images, (padding, padding, padding, padding))  # zeros, as the paper's code
-        oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=device)
-        ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=device)
-        rows = oy[:, None] + torch.arange(h, device=device)  # [B, H]
-        cols = ox[:, None] + torch.arange(w, device=device)  # [B, W]
-        batch = torch.arange(b, device=device)[:, None, None]
-        # Advanced indexing around a slice puts the indexed dims first: [B, H, W, C].
-        images = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if padding == 0 and not flip:
+        return images
+    p = padding
+    padded = F.pad(images, (p, p, p, p)) if p else images  # zeros, as the paper's code
+    wp = w + 2 * p
+    oy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=device) if p else torch.zeros(b, dtype=torch.long, device=device)
+    ox = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=device) if p else torch.zeros(b, dtype=torch.long, device=device)
+    cols = torch.arange(w, device=device).expand(b, w)  # [B, W]
     if flip:
-        mask = torch.rand(b, generator=generator, device=device) < 0.5
-        images = torch.where(mask[:, None, None, None], images.flip(-1), images)
-    return images.contiguous()
+        flipped = torch.rand(b, generator=generator, device=device) < 0.5
+        cols = torch.where(flipped[:, None], w - 1 - cols, cols)
+    rows = torch.arange(h, device=device)
+    # Source index of output pixel (i, j) of image n: (oy_n + i) * wp + ox_n + cols_n[j].
+    index = (oy[:, None, None] + rows[None, :, None]) * wp + (ox[:, None, None] + cols[:, None, :])  # [B, H, W]
+    out = padded.flatten(2).gather(2, index.view(b, 1, h * w).expand(b, c, h * w))
+    return out.view(b, c, h, w)
 
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

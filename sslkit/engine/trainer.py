@@ -31,12 +31,13 @@ from ..plugins import Plugins, load_plugins
 from .callbacks import Callback
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, write_json, write_jsonl
 from .distributed import Placement, setup, teardown
+from .syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
 # Keys a resumed run may change; anything else must match the checkpoint's config.
-RESUMABLE_KEYS = ("epochs", "device", "compile")
+RESUMABLE_KEYS = ("epochs", "device", "compile", "sync_batchnorm")
 
 
 class PretextModel(nn.Module):
@@ -196,6 +197,9 @@ def _train(
 
     # Model, optimizer, schedule.
     model = build_model(config, plugins).to(device)
+    if world > 1 and config.sync_batchnorm:
+        # Before the optimizer sees the parameters; same names, so checkpoints are unchanged.
+        convert_sync_batchnorm(model, device)
     channels_last = bool(config.channels_last) if config.channels_last is not None else device.type != "mps"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

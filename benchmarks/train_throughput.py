@@ -1,0 +1,247 @@
+"""Training throughput of sslkit vs the compute ceiling and a reference pipeline, in one run.
+
+    python benchmarks/train_throughput.py [--width 1.0] [--steps 8] [--json results.json]
+
+Every case runs in its own subprocess, one after another on the same cores, and reports
+images/s (and samples/s after the x4 rotation expansion) and its peak memory (max RSS):
+
+  data_sslkit      in-memory uint8 -> batched crop/flip -> normalise -> 4 rotations (no model)
+  data_reference   the official RotNet style: per-sample PIL crop/flip/ToTensor/Normalize and
+                   per-sample rotations in DataLoader workers, then collate (no model)
+  ceiling          forward + backward + SGD step of the same model on tensors already in place,
+                   with sslkit's default settings (no data pipeline)
+  sslkit           `sslkit.train` itself, default settings (fp32, channels_last), warm epoch
+  sslkit_bf16      the same with precision=bf16
+  reference        reference data pipeline + NCHW fp32 model step (what the official code runs)
+
+Ratios printed at the end are the targets of the performance issue. Use --accuracy to also
+train fp32 and bf16 briefly on the sample data and compare held-out rotation accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+CASES = ["data_sslkit", "data_reference", "ceiling", "sslkit", "sslkit_bf16", "reference"]
+
+
+def _images(n: int):
+    from sslkit.data.datasets import load_dataset
+    from sslkit.plugins import load_plugins
+
+    data = load_dataset("sample", load_plugins(), "train")
+    return data.images[:n]
+
+
+class ReferenceDataset:
+    """Per-sample transforms as in github.com/gidariss/FeatureLearningRotNet (dataloader.py)."""
+
+    def __init__(self, images) -> None:
+        import torchvision.transforms as T
+
+        from sslkit.data.datasets import CIFAR10_MEAN, CIFAR10_STD
+
+        self.images = images.permute(0, 2, 3, 1).numpy()  # HWC uint8, like torchvision CIFAR10
+        self.transform = T.Compose([
+            T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        img = np.asarray(self.transform(Image.fromarray(self.images[i])))  # CHW float
+        rotated = [np.ascontiguousarray(np.rot90(img, k, axes=(1, 2))) for k in range(4)]
+        return torch.from_numpy(np.stack(rotated)), torch.arange(4)
+
+
+def _reference_loader(images, batch: int, workers: int):
+    import torch
+
+    return torch.utils.data.DataLoader(
+        ReferenceDataset(images), batch_size=batch, shuffle=True, num_workers=workers,
+        drop_last=True, persistent_workers=workers > 0,
+    )
+
+
+def _model(width: float, blocks: int, channels_last: bool):
+    import torch
+
+    from sslkit import create_backbone, create_task
+    from sslkit.engine.trainer import PretextModel
+
+    backbone = create_backbone("nin", blocks=blocks, width=width)
+    model = PretextModel(backbone, create_task("rotation", backbone))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return model, opt
+
+
+def _step(model, opt, x, y):
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def run_case(case: str, args) -> dict:
+    import torch
+
+    batch, steps = args.batch, args.steps
+    images = _images(batch * (steps + 2))
+    if case == "data_sslkit":
+        from sslkit.data.augment import normalize, random_crop_flip
+        from sslkit.data.datasets import CIFAR10_MEAN, CIFAR10_STD
+        from sslkit_rotation import rotate
+
+        g = torch.Generator().manual_seed(0)
+        n_batches = 0
+        t0 = time.perf_counter()
+        for _ in range(args.data_repeats):
+            for i in range(0, images.shape[0] - batch + 1, batch):
+                x = normalize(random_crop_flip(images[i : i + batch], 4, True, g), CIFAR10_MEAN, CIFAR10_STD)
+                x = torch.cat([rotate(x, a) for a in (0, 90, 180, 270)])  # [4B, 3, 32, 32]
+                n_batches += 1
+        return {"images_per_s": n_batches * batch / (time.perf_counter() - t0)}
+    if case == "data_reference":
+        loader = _reference_loader(images, batch, args.workers)
+        it = iter(loader)
+        next(it)  # start the workers
+        n_batches = 0
+        t0 = time.perf_counter()
+        for _ in range(args.data_repeats):
+            for x, y in loader:
+                n_batches += 1
+        return {"images_per_s": n_batches * batch / (time.perf_counter() - t0)}
+    if case == "ceiling":
+        model, opt = _model(args.width, args.blocks, channels_last=True)
+        x = torch.randn(4 * batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+        y = torch.arange(4).repeat_interleave(batch)
+        _step(model, opt, x, y)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            _step(model, opt, x, y)
+        return {"images_per_s": steps * batch / (time.perf_counter() - t0)}
+    if case in ("sslkit", "sslkit_bf16"):
+        from sslkit.config import assemble
+        from sslkit.engine.trainer import train
+        from sslkit.plugins import load_plugins
+
+        plugins = load_plugins()
+        sets = [f"backbone.width={args.width}", f"backbone.blocks={args.blocks}", f"data.subset={batch * steps}",
+                f"data.batch_size={batch}", "data.holdout=0"]
+        if case == "sslkit_bf16":
+            sets.append("precision=bf16")
+        cfg = assemble("rotation", plugins, sets=sets, flags={"epochs": 2, "device": "cpu"})
+        with tempfile.TemporaryDirectory() as out:
+            history = train(cfg, out, plugins=plugins).history
+        return {"images_per_s": history[-1]["images_per_s"]}  # the second (warm) epoch
+    if case == "reference":
+        model, opt = _model(args.width, args.blocks, channels_last=False)
+        loader = _reference_loader(images, batch, args.workers)
+        it = iter(loader)
+        x, y = next(it)
+        _step(model, opt, x.flatten(0, 1), y.flatten())
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            x, y = next(it)  # [B, 4, 3, 32, 32]
+            _step(model, opt, x.flatten(0, 1), y.flatten())
+        return {"images_per_s": steps * batch / (time.perf_counter() - t0)}
+    raise SystemExit(f"unknown case {case}")
+
+
+def accuracy_effect(args) -> dict:
+    from sslkit.config import assemble
+    from sslkit.engine.trainer import train
+    from sslkit.plugins import load_plugins
+
+    plugins = load_plugins()
+    out = {}
+    for precision in ("fp32", "bf16"):
+        cfg = assemble("rotation", plugins, sets=["backbone.width=0.25", "data.subset=3000", f"precision={precision}"],
+                       flags={"epochs": 2, "device": "cpu"})
+        with tempfile.TemporaryDirectory() as d:
+            last = train(cfg, d, plugins=plugins).last
+        out[precision] = {"heldout_acc": last["heldout_acc"], "heldout_loss": last["heldout_loss"]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
+    parser.add_argument("--data-repeats", type=int, default=3)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case
+    args = parser.parse_args()
+
+    if args.case:
+        result = accuracy_effect(args) if args.case == "accuracy" else run_case(args.case, args)
+        result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(result))
+        return
+
+    import torch
+
+    results: dict[str, dict] = {}
+    base = [sys.executable, __file__, "--width", str(args.width), "--blocks", str(args.blocks), "--batch",
+            str(args.batch), "--steps", str(args.steps), "--workers", str(args.workers), "--data-repeats", str(args.data_repeats)]
+    cases = args.cases.split(",") + (["accuracy"] if args.accuracy else [])
+    for case in cases:
+        proc = subprocess.run([*base, "--case", case], capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            raise SystemExit(f"case {case} failed:\n{proc.stderr[-2000:]}")
+        results[case] = json.loads(line[0][7:])
+        print(f"{case:15s} {json.dumps(results[case])}", flush=True)
+
+    def ratio(a: str, b: str) -> float | None:
+        if a in results and b in results:
+            return results[a]["images_per_s"] / results[b]["images_per_s"]
+        return None
+
+    ratios = {
+        "data path: sslkit / reference (target >= 10)": ratio("data_sslkit", "data_reference"),
+        "train step: sslkit / compute ceiling (target >= 0.9)": ratio("sslkit", "ceiling"),
+        "end to end: sslkit fp32 / reference (target >= 1.3)": ratio("sslkit", "reference"),
+        "end to end: sslkit bf16 / reference (target >= 2)": ratio("sslkit_bf16", "reference"),
+    }
+    print(f"\nNIN-{args.blocks} width {args.width}, batch {args.batch} images (x4 rotations), "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'case':16s}{'images/s':>10s}{'samples/s':>11s}{'max RSS MiB':>13s}")
+    for case, r in results.items():
+        if "images_per_s" in r:
+            print(f"{case:16s}{r['images_per_s']:10.1f}{4 * r['images_per_s']:11.1f}{r['max_rss_mib']:13.0f}")
+    for name, value in ratios.items():
+        if value is not None:
+            print(f"{name}: {value:.2f}x")
+    if "accuracy" in results:
+        a = results["accuracy"]
+        print(f"bf16 accuracy effect (width 0.25, 2 epochs, sample): held-out rotation acc fp32 "
+              f"{a['fp32']['heldout_acc']:.3f} vs bf16 {a['bf16']['heldout_acc']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(args), "torch": torch.__version__, "results": results,
+                       "ratios": {k: v for k, v in ratios.items() if v is not None}}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
