@@ -10,7 +10,6 @@ import logging
 import sys
 from typing import Optional
 
-import click
 import typer
 
 from .. import __version__
@@ -60,20 +59,19 @@ def build_app() -> typer.Typer:
 
     train_cmd.register(app)
     plugins_cmd.register(app)
+    from . import show_cmd; show_cmd.register(app)  # noqa: E702
+    from . import probe_cmd; probe_cmd.register(app)  # noqa: E702
+    from . import reproduce_cmd; reproduce_cmd.register(app)  # noqa: E702
+    from . import viz_cmd; viz_cmd.register(app)  # noqa: E702
+    from . import embed_cmd, export_cmd; export_cmd.register(app); embed_cmd.register(app)  # noqa: E702
     return app
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. Usage errors are typer's (exit 2); errors the user can fix are one line, exit 2."""
     app = build_app()
     try:
-        code = typer.main.get_command(app).main(args=argv, prog_name="sslkit", standalone_mode=False)
+        app(args=argv, prog_name="sslkit")  # standalone: exits itself on success and usage errors
     except SSLKitError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.ClickException as exc:  # usage errors: exit 2 with click's message
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
