@@ -102,3 +102,18 @@ def test_torchrun_two_processes_match_one(tmp_path):
     for ra, rb in zip(a, b):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
         assert rb["heldout_loss"] == pytest.approx(ra["heldout_loss"], rel=1e-3)
+
+
+def test_resume_with_a_different_world_size(tmp_path):
+    """A run started by 2 processes resumes in 1 (checkpoints hold the unwrapped model)."""
+    run = tmp_path / "run"
+    args = ["train", "rotation", "--device", "cpu", "--out", str(run), "--set", "backbone.blocks=3",
+            "--set", "backbone.width=0.1", "--set", "data.subset=128", "--set", "data.batch_size=32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "sslkit", *args, "--epochs", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = sslkit(*args, "--epochs", "2", "--resume", env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resuming after epoch 1" in one.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
