@@ -118,6 +118,17 @@ class PretextTask(nn.Module):
         """Number of correct predictions (a 0-dim tensor), for pretext accuracy."""
         return (logits.argmax(dim=1) == targets).sum()
 
+    def preview(self, inputs: Any, targets: Tensor) -> list[tuple[list[Tensor], str]]:
+        """What the network sees, for ``sslkit show-batch``: one ``([image [C, H, W], ...],
+        caption)`` per sample of :meth:`prepare`'s output, images shown side by side.
+
+        The default handles a plain tensor of inputs [M, C, H, W] (one image per sample,
+        captioned with its label); tasks with other inputs (pairs, tuples) override it.
+        """
+        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+            raise NotImplementedError(f"{type(self).__name__}.preview: override it for inputs that are not [M, C, H, W]")
+        return [([inputs[i]], f"label {int(targets[i])}") for i in range(inputs.shape[0])]
+
 
 class ProbeConfig(Config):
     """Training recipe every probe has; each probe's defaults are its paper's."""
@@ -130,6 +141,8 @@ class ProbeConfig(Config):
     weight_decay: float = 5e-4
     milestones: tuple[int, ...] = (20, 40, 45)
     gamma: float = 0.2
+    # --finetune: the trunk trains too, at lr * finetune_lr_scale (the paper publishes no value).
+    finetune_lr_scale: float = 0.1
 
 
 class Probe(nn.Module):

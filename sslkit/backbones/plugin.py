@@ -5,8 +5,10 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def register_backbones(register):
+    from .alexnet import AlexNet
     from .nin import NetworkInNetwork
     from .resnet import ResNet18
 
+    register("alexnet", AlexNet)
     register("nin", NetworkInNetwork)
     register("resnet18", ResNet18)

@@ -1,0 +1,10 @@
+"""The sslkit entry point of this package: the only module that touches the hook marker."""
+
+from sslkit import hookimpl
+
+
+@hookimpl
+def register_pretext_tasks(register):
+    from .task import ContextPrediction
+
+    register("context", ContextPrediction)

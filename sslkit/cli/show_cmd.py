@@ -1,0 +1,53 @@
+"""``sslkit show-batch TASK``: save a PNG of what a pretext task feeds the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("show-batch")
+    def show_batch_command(
+        ctx: typer.Context,
+        task: str = typer.Argument(..., help="Pretext task, e.g. rotation or context."),
+        out: Path = typer.Option(Path("batch.png"), "--out", "-o", help="PNG file to write."),
+        data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name or image folder [default: sample]."),
+        images: int = typer.Option(4, "--images", "-n", min=1, max=64, help="How many images to draw from the data."),
+        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (the task may build its head for it)."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="The task's preset (may change task and data options)."),
+        sets: List[str] = typer.Option([], "--set", "-s", help="Override config keys, as for 'sslkit train'."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
+        seed: int = typer.Option(0, "--seed", help="Which images and which random draws."),
+    ) -> None:
+        """Apply the training augmentation and the task's transform to a few images and save
+        them as a labelled grid: one row per image where the task's samples allow it."""
+        import torch
+
+        from ..config import assemble
+        from ..data.augment import normalize, random_crop_flip
+        from ..data.datasets import load_dataset
+        from ..engine.trainer import build_model
+        from ..plugins import load_plugins
+        from ..preview import save_preview
+        from .train_cmd import _flags
+
+        plugins = load_plugins(ctx.obj["plugins"])
+        flags = _flags(**{"backbone.name": backbone, "data.name": data, "seed": seed})
+        cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
+        dataset = load_dataset(cfg.data.name, plugins, "train", cfg.data.image_size)
+        generator = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(len(dataset), generator=generator)[: min(images, len(dataset))]
+        mean, std = dataset.stats()
+        # The same steps as the training loop: crop + flip, normalise, the task's transform.
+        x = random_crop_flip(dataset.images[pick], cfg.data.crop_padding, cfg.data.flip, generator)
+        x = normalize(x, cfg.data.mean or mean, cfg.data.std or std)
+        model = build_model(cfg, plugins)
+        with torch.no_grad():
+            inputs, targets = model.task.prepare(x, generator)
+            items = model.task.preview(inputs, targets)
+        columns = len(items) // len(pick) if len(items) % len(pick) == 0 else min(8, len(items))
+        path = save_preview(items, out, columns)
+        typer.echo(f"wrote {path}: {len(items)} samples of '{task}' from {len(pick)} images of {dataset.description}")
