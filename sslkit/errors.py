@@ -37,3 +37,11 @@ class DataError(SSLKitError):
 
 class CheckpointError(SSLKitError):
     """A checkpoint or run folder is missing, corrupt or does not match the request."""
+
+
+class ExportError(SSLKitError):
+    """An encoder could not be exported, or its export failed verification."""
+
+
+class DeployError(SSLKitError):
+    """An exported encoder file is missing, corrupt or cannot run (``sslkit.deploy``)."""

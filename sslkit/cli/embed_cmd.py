@@ -1,0 +1,125 @@
+"""``sslkit embed`` and ``sslkit neighbors``: run an exported encoder on images, without torch."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import ConfigError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    def embed_command(
+        model: Path = typer.Argument(..., help="Encoder written by 'sslkit export' (.onnx)."),
+        images: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+        out: Path = typer.Option(Path("embeddings.npy"), "--out", "-o", help="Embeddings .npy; the file index and a .json go beside it."),
+        batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per onnxruntime call."),
+        provider: Optional[str] = typer.Option(None, "--provider", help="cpu, cuda or an onnxruntime provider name (default: CUDA if it starts, else CPU)."),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads (default: all cores)."),
+    ) -> None:
+        """Embed images with an exported encoder: one row per readable image; unreadable ones are skipped and listed."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from ..deploy import OnnxEncoder, list_images
+        from ..retrieval import save_collection
+
+        console = _console()
+        encoder = OnnxEncoder(model, provider, threads)
+        files = list_images(images)
+        info = encoder.info
+        console.print(
+            f"{len(files)} images -> {info.backbone} '{info.layer}' ({info.pool}) -> [{', '.join(map(str, info.output_shape))}] "
+            f"on {encoder.provider}", markup=False, highlight=False,
+        )
+        t0 = time.perf_counter()
+        with Progress(
+            TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[ips]:.0f} img/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        ) as bar:
+            task = bar.add_task("embed", total=len(files), ips=0.0)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, ips=done / max(time.perf_counter() - t0, 1e-9))
+
+            result = encoder.embed_files(files, batch_size=batch_size, progress=progress)
+        seconds = time.perf_counter() - t0
+        if not len(result.files):
+            raise ConfigError(f"none of the {len(files)} images could be read; nothing written")
+        meta = {
+            "model": str(model.resolve()), "provider": encoder.provider, "layer": info.layer, "pool": info.pool,
+            "backbone": info.backbone, "task": info.task, "images_per_s": len(files) / seconds,
+            "skipped": [str(p) for p in result.skipped],
+        }
+        paths = save_collection(out, result.embeddings, result.files, meta)
+        console.print(
+            f"wrote {paths[0]} {list(result.embeddings.shape)} float32, index {paths[1].name}, info {paths[2].name}; "
+            f"{len(files) / seconds:.0f} images/s on {encoder.provider}", markup=False, highlight=False,
+        )
+        if result.skipped:
+            shown = ", ".join(str(p) for p in result.skipped[:5]) + (f" and {len(result.skipped) - 5} more" if len(result.skipped) > 5 else "")
+            console.print(f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/] (listed in {paths[2].name}): {shown}", highlight=False)
+
+    @app.command("neighbors")
+    def neighbors_command(
+        embeddings: Path = typer.Argument(..., help="The .npy written by 'sslkit embed'."),
+        queries: List[Path] = typer.Argument(None, help="Query images (files or folders); images in the collection use their stored rows."),
+        random_queries: int = typer.Option(0, "--random", "-r", min=0, help="Also draw this many queries at random from the collection (default: 8 when no QUERIES)."),
+        k: int = typer.Option(8, "-k", min=1, max=64, help="Neighbours per query."),
+        out: Path = typer.Option(Path("neighbors.png"), "--out", "-o", help="PNG grid to write."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Encoder for queries outside the collection (default: the one that embedded it)."),
+        provider: Optional[str] = typer.Option(None, "--provider", help="As for 'sslkit embed'."),
+        tile: int = typer.Option(64, "--tile", min=16, max=512, help="Pixels per image in the grid."),
+        seed: int = typer.Option(0, "--seed", help="Which random queries."),
+        center: bool = typer.Option(True, "--center/--no-center", help="Subtract the collection's mean embedding before the cosine (ReLU features share one direction)."),
+    ) -> None:
+        """Nearest neighbours (cosine) of query images in an embedded collection, saved as a PNG grid."""
+        import numpy as np
+
+        from ..deploy import OnnxEncoder, list_images
+        from ..retrieval import cosine_neighbors, load_collection, neighbor_grid
+
+        console = _console()
+        coll = load_collection(embeddings)
+        query_files = list_images(queries) if queries else []
+        n_random = random_queries or (0 if query_files else 8)
+        row_of = {p.resolve(): i for i, p in enumerate(coll.files)}
+        own: list[int | None] = [row_of.get(p.resolve()) for p in query_files]
+        outside = [p for p, r in zip(query_files, own) if r is None]
+        vectors = np.zeros((len(query_files), *coll.embeddings.shape[1:]), np.float32)
+        if outside:
+            encoder = OnnxEncoder(model or Path(coll.meta.get("model", "")), provider)
+            found = encoder.embed([str(p) for p in outside])
+            if found.shape[1:] != coll.embeddings.shape[1:]:
+                raise ConfigError(f"--model gives features {list(found.shape[1:])}, the collection holds {list(coll.embeddings.shape[1:])}; use the encoder that embedded it")
+            vectors[[i for i, r in enumerate(own) if r is None]] = found
+        for i, r in enumerate(own):
+            if r is not None:
+                vectors[i] = coll.embeddings[r]
+        if n_random:
+            picks = np.random.default_rng(seed).choice(len(coll.files), size=min(n_random, len(coll.files)), replace=False)
+            query_files += [coll.files[i] for i in picks]
+            own += [int(i) for i in picks]
+            vectors = np.concatenate([vectors, coll.embeddings[picks]])
+        idx, sims = cosine_neighbors(coll.embeddings, vectors, k, exclude=own, center=center)
+        rows = [[coll.files[j] for j in row] for row in idx]
+        image = neighbor_grid(query_files, rows, sims, tile=tile)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image.save(out)
+        root = Path(coll.meta.get("root", "."))
+
+        def name(p: Path) -> str:
+            return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+
+        for q, row, s in zip(query_files, rows, sims):
+            console.print(f"{name(q)}: " + ", ".join(f"{name(p)} {v:.3f}" for p, v in zip(row[:4], s[:4])) + (" ..." if len(row) > 4 else ""), markup=False, highlight=False)
+        console.print(f"wrote {out}: {len(query_files)} queries x {idx.shape[1]} neighbours from {len(coll.files)} images", highlight=False)

@@ -1,0 +1,74 @@
+"""``sslkit export RUN``: an encoder as one verified ONNX file, or the backbone's plain weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import ConfigError
+
+FORMATS = ("onnx", "torch")
+POOLS = ("avg", "flatten", "none")
+
+
+def _default_out(run: Path, fmt: str) -> Path:
+    folder = run if run.is_dir() else run.parent
+    return folder / ("encoder.onnx" if fmt == "onnx" else "backbone.pt")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_command(
+        ctx: typer.Context,
+        run: Path = typer.Argument(..., help="Run folder of 'sslkit train' (or its checkpoint.pt)."),
+        layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Stage to cut at (default: RUN/probe.json's best_layer, else the last stage)."),
+        pool: str = typer.Option("avg", "--pool", help="avg: B x C global average; flatten: B x C*H*W; none: B x C x H x W maps."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: RUN/encoder.onnx or RUN/backbone.pt)."),
+        fmt: str = typer.Option("onnx", "--format", "-f", help="onnx: verified ONNX encoder; torch: the backbone's state_dict alone."),
+        fp16: bool = typer.Option(False, "--fp16", help="ONNX: float16 weights and compute (inputs and outputs stay float32)."),
+        images: List[Path] = typer.Option([], "--images", help="ONNX: verify on these image files/folders instead of the run's data (repeatable)."),
+        torchvision: bool = typer.Option(False, "--torchvision", help="torch: key names of the torchvision model itself (resnet18; replace its stem for small_stem runs)."),
+    ) -> None:
+        """Export a trained encoder. ONNX files carry their preprocessing in metadata, have a dynamic
+        batch dimension and are checked against PyTorch before they are written."""
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown --format '{fmt}': use onnx or torch")
+        if pool not in POOLS:
+            raise ConfigError(f"unknown --pool '{pool}': use avg, flatten or none")
+        if fmt == "torch" and (fp16 or images or layer or pool != "avg"):
+            raise ConfigError("--format torch writes the whole backbone's weights: --layer, --pool, --fp16 and --images are ONNX options")
+        if fmt == "onnx" and torchvision:
+            raise ConfigError("--torchvision applies to --format torch")
+        from rich.console import Console
+
+        from ..plugins import load_plugins
+
+        console = Console(stderr=False, soft_wrap=True)
+        plugins = load_plugins(ctx.obj["plugins"])
+        out = out or _default_out(run, fmt)
+        if fmt == "torch":
+            from ..export.torch_weights import export_torch
+
+            result = export_torch(run, out, torchvision=torchvision, plugins=plugins)
+            console.print(f"wrote {result.path}: {result.tensors} tensors of backbone '{result.backbone}'; load it with:")
+            console.print(result.snippet(), markup=False, highlight=False)
+            return
+
+        from ..export.onnx import export_onnx
+
+        with console.status("exporting and verifying ..."):
+            result = export_onnx(run, out, layer=layer, pool=pool, fp16=fp16, images=images or None, plugins=plugins)
+        m = result.metadata
+        console.print(
+            f"wrote {result.path} ({result.bytes / 1e6:.2f} MB, {result.dtype}, opset {m['opset']}): "
+            f"{m['backbone']} up to '{result.layer}', pool {result.pool} -> [batch, {', '.join(map(str, result.output_shape))}]",
+            markup=False, highlight=False,
+        )
+        c, h, w = json.loads(m["input_shape"])
+        console.print(f"input: [batch, {c}, {h}, {w}] float32, {m['channel_order']}, x/255, mean {m['mean']}, std {m['std']}", markup=False, highlight=False)
+        for check in result.checks:
+            console.print(f"  verified on {check.inputs}: max abs error {check.max_abs:.2e}, relative {check.rel:.2e}", markup=False, highlight=False)
+        console.print(f"[bold green]ok[/]: onnxruntime matches PyTorch within {result.tolerance:.0e} (relative to the largest feature); {result.seconds:.1f}s")

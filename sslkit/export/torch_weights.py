@@ -1,0 +1,68 @@
+"""Plain PyTorch weights: the backbone's ``state_dict`` alone, out of a training checkpoint.
+
+Loads with ``torch.load(path, weights_only=True)`` and, with ``strict=True``, into the backbone
+``sslkit.create_backbone(name, **options)`` builds (the run's ``backbone`` config section). With
+``torchvision=True`` the keys are renamed for the torchvision model itself (backbones that
+provide ``torchvision_state_dict()``, e.g. ``resnet18``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engine.checkpoint import atomic_write
+from ..errors import ExportError
+from ..plugins import Plugins
+from .encoder import load_run
+
+
+@dataclass
+class TorchExport:
+    path: Path
+    backbone: str
+    options: dict[str, Any]
+    tensors: int
+    torchvision: bool
+
+    def snippet(self) -> str:
+        """Python that loads the file, for the user to copy."""
+        if self.torchvision:
+            stem = ""
+            if self.options.get("small_stem", True):  # sslkit's default CIFAR stem (see backbones/resnet.py)
+                c = self.options.get("in_channels", 3)
+                stem = (f"model.conv1 = torch.nn.Conv2d({c}, 64, 3, stride=1, padding=1, bias=False)\n"
+                        "model.maxpool = torch.nn.Identity()\n")
+            return (
+                f"import torch, torchvision\nmodel = torchvision.models.{self.backbone}()\n{stem}"
+                f"model.load_state_dict(torch.load({str(self.path)!r}, weights_only=True), strict=False)  # missing: fc only"
+            )
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return (
+            "import torch, sslkit\n"
+            f"backbone = sslkit.create_backbone({self.backbone!r}{', ' if opts else ''}{opts})\n"
+            f"backbone.load_state_dict(torch.load({str(self.path)!r}, weights_only=True), strict=True)"
+        )
+
+
+def export_torch(run: str | Path, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None) -> TorchExport:
+    """Write the run's backbone ``state_dict`` (float tensors as trained) to ``out``, atomically."""
+    r = load_run(run, plugins)
+    name = r.config["backbone"]["name"]
+    options = {k: v for k, v in r.config["backbone"].items() if k != "name"}
+    if torchvision:
+        convert = getattr(r.backbone, "torchvision_state_dict", None)
+        if convert is None:
+            raise ExportError(f"backbone '{name}' has no torchvision equivalent; drop --torchvision to export sslkit's own keys")
+        state = convert()
+    else:
+        state = r.backbone.state_dict()
+    # Plain contiguous tensors only (no views into the checkpoint's storage): a small, safe file.
+    state = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    out = Path(out)
+    atomic_write(out, lambda tmp: torch.save(state, tmp))
+    return TorchExport(out, name, options, len(state), torchvision)
+

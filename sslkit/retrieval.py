@@ -1,0 +1,145 @@
+"""Embedded image collections on disk, cosine nearest neighbours and their picture (numpy + Pillow).
+
+A collection written by ``sslkit embed -o emb.npy`` is three files: ``emb.npy`` (embeddings
+[N, ...] float32), ``emb.files.txt`` (one image path per line, relative to ``root``, in the order
+of the rows) and ``emb.json`` (root, encoder file, provider, shape, skipped images).
+
+The neighbour grid is the figure of Doersch, Gupta, Efros, "Unsupervised Visual Representation
+Learning by Context Prediction", ICCV 2015 (fig. 4): each query, then its nearest neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+from .errors import DeployError
+
+
+@dataclass
+class Collection:
+    embeddings: np.ndarray  # [N, ...]
+    files: list[Path]  # absolute paths, one per row
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def vectors(self) -> np.ndarray:
+        """[N, D]: feature maps flattened, one vector per image."""
+        return self.embeddings.reshape(len(self.embeddings), -1)
+
+
+def sidecars(path: Path) -> tuple[Path, Path]:
+    """(file index, json) written next to ``path`` (``emb.npy`` -> ``emb.files.txt``, ``emb.json``)."""
+    stem = path.with_suffix("") if path.suffix == ".npy" else path
+    return stem.with_name(stem.name + ".files.txt"), stem.with_name(stem.name + ".json")
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_collection(path: str | Path, embeddings: np.ndarray, files: Sequence[Path], meta: dict[str, Any]) -> tuple[Path, Path, Path]:
+    """Write the three files of a collection; file paths are stored relative to their common root."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise DeployError(f"-o '{path}': give a .npy file name, e.g. embeddings.npy")
+    absolute = [Path(f).resolve() for f in files]
+    root = Path(os.path.commonpath([str(f.parent) for f in absolute])) if absolute else Path.cwd()
+    index, info = sidecars(path)
+    _atomic(path, lambda f: np.save(f, embeddings))
+    _atomic(index, lambda f: f.write("".join(p.relative_to(root).as_posix() + "\n" for p in absolute).encode()))
+    meta = {**meta, "root": str(root), "count": int(len(embeddings)), "shape": list(embeddings.shape[1:]),
+            "index": index.name}
+    _atomic(info, lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
+    return path, index, info
+
+
+def load_collection(path: str | Path) -> Collection:
+    path = Path(path)
+    index, info = sidecars(path)
+    for p in (path, index, info):
+        if not p.is_file():
+            raise DeployError(f"no '{p}': give the .npy written by 'sslkit embed' (with its .files.txt and .json beside it)")
+    try:
+        embeddings = np.load(path, allow_pickle=False)
+        meta = json.loads(info.read_text())
+    except (ValueError, OSError) as exc:
+        raise DeployError(f"cannot read collection '{path}' ({type(exc).__name__}); embed the images again") from None
+    root = Path(meta.get("root", "."))
+    files = [root / line for line in index.read_text().splitlines() if line]
+    if len(files) != len(embeddings):
+        raise DeployError(f"'{index}' lists {len(files)} files for {len(embeddings)} embeddings; embed the images again")
+    return Collection(embeddings, files, meta)
+
+
+def cosine_neighbors(
+    collection: np.ndarray, queries: np.ndarray, k: int, exclude: Sequence[int | None] | None = None,
+    center: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices [Q, k] and cosine similarities [Q, k] of each query's ``k`` nearest rows, best
+    first; ``exclude[q]`` (the query's own row, when it is in the collection) is never returned.
+
+    ``center`` subtracts the collection's mean vector first: features after a ReLU are all
+    non-negative and share one dominant direction, so raw cosines crowd near 1.
+    """
+    collection = collection.reshape(len(collection), -1).astype(np.float32)
+    queries = queries.reshape(len(queries), -1).astype(np.float32)
+    if center:
+        mean = collection.mean(axis=0, keepdims=True)
+        collection, queries = collection - mean, queries - mean
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    sims = unit(queries) @ unit(collection).T  # [Q, N]
+    if exclude is not None:
+        for q, row in enumerate(exclude):
+            if row is not None:
+                sims[q, row] = -np.inf
+    excluded = 1 if exclude is not None and any(e is not None for e in exclude) else 0
+    k = max(0, min(k, sims.shape[1] - excluded))
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]  # Q x N log N: fine for a few queries
+    return idx, np.take_along_axis(sims, idx, 1)
+
+
+def neighbor_grid(
+    queries: Sequence[Path], neighbors: Sequence[Sequence[Path]], sims: np.ndarray, tile: int = 64
+) -> Image.Image:
+    """One row per query: the query (framed), a gap, then its neighbours captioned with similarity."""
+    pad, caption, gap = 4, 14, 12
+    cols = max((len(n) for n in neighbors), default=0)
+    width = pad + (tile + pad) * (cols + 1) + gap
+    height = pad + (tile + caption + pad) * len(queries)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    def put(path: Path, x: int, y: int) -> None:
+        try:
+            with Image.open(path) as im:
+                canvas.paste(ImageOps.fit(im.convert("RGB"), (tile, tile), Image.Resampling.BICUBIC), (x, y))
+        except Exception:  # a file gone since embedding: a grey tile, the grid still says which
+            draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=(200, 200, 200))
+
+    for r, (q, row) in enumerate(zip(queries, neighbors)):
+        y = pad + r * (tile + caption + pad)
+        put(q, pad, y)
+        draw.rectangle([pad - 2, y - 2, pad + tile + 1, y + tile + 1], outline=(220, 30, 30), width=2)
+        draw.text((pad, y + tile + 1), "query", fill=(220, 30, 30))
+        for c, path in enumerate(row):
+            x = pad + (tile + pad) * (c + 1) + gap
+            put(path, x, y)
+            draw.text((x, y + tile + 1), f"{float(sims[r, c]):.3f}", fill=(0, 0, 0))
+    return canvas
