@@ -1,7 +1,8 @@
 """Probe heads from the RotNet paper's evaluation protocols (methods.md 1.4).
 
-Gidaris, Singh, Komodakis, ICLR 2018: the "non-linear" probe of Tables 1-2 (``mlp``) and a
-plain linear classifier (``linear``).
+Gidaris, Singh, Komodakis, ICLR 2018: the "non-linear" probe of Tables 1-2 (``mlp``), the
+"conv" probe of Table 3 and Figure 5b (``conv``: a fresh NIN block3 on a frozen stage) and a plain
+linear classifier (``linear``). Each config's defaults are the paper's recipe for that probe.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor, nn
 
+from ..backbones.nin import conv_unit
+from ..errors import ConfigError
 from ..interfaces import Probe, ProbeConfig
 
 
@@ -35,6 +38,8 @@ class LinearProbe(Probe):
 
 
 class MLPConfig(ProbeConfig):
+    """Paper: 100 epochs, lr 0.1 / 0.02 / 0.004 / 0.0008 from epochs 0 / 20 / 40 / 45."""
+
     hidden: int = Field(200, ge=1)
 
 
@@ -59,6 +64,42 @@ class MLPProbe(Probe):
             nn.BatchNorm1d(h),
             nn.ReLU(inplace=True),
             nn.Linear(h, num_classes),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features)
+
+
+class ConvConfig(ProbeConfig):
+    """Paper (Table 3): 100 epochs, lr 0.1 x0.2 after epochs 35, 70, 85."""
+
+    milestones: tuple[int, ...] = (35, 70, 85)
+    channels: int | None = Field(
+        None, ge=1, description="width of the fresh block (default: the stage's channels, 192 on full NIN)"
+    )
+
+
+class ConvProbe(Probe):
+    """A fresh NIN block3 on a frozen stage: Conv3x3 -> Conv1x1 -> Conv1x1 (each conv-BN-ReLU,
+    no conv bias), global average pool, Linear(channels, classes). With the default width the
+    block has the stage's own channel count, so a narrow encoder gets a proportionally narrow head.
+    """
+
+    Config = ConvConfig
+
+    def __init__(self, config: ConvConfig, feature_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__(config, feature_shape, num_classes)
+        if len(feature_shape) != 3:
+            raise ConfigError(f"the conv probe needs a feature map (C, H, W), got shape {tuple(feature_shape)}")
+        c_in = feature_shape[0]
+        c = config.channels or c_in
+        self.net = nn.Sequential(
+            conv_unit(c_in, c, 3),
+            conv_unit(c, c, 1),
+            conv_unit(c, c, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c, num_classes),
         )
 
     def forward(self, features: Tensor) -> Tensor:

@@ -5,7 +5,10 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def register_probes(register):
-    from .heads import LinearProbe, MLPProbe
+    from .heads import ConvProbe, LinearProbe, MLPProbe
+    from .knn import KNNProbe
 
     register("linear", LinearProbe)
     register("mlp", MLPProbe)
+    register("conv", ConvProbe)
+    register("knn", KNNProbe)

@@ -1,0 +1,343 @@
+"""Train and evaluate probes on the stages of a trained (or randomly initialised) trunk.
+
+The protocols are RotNet's (Gidaris, Singh, Komodakis, ICLR 2018; methods.md 1.4): the trunk is
+frozen and in eval mode unless fine-tuned, each probe trains with its own default (the paper's)
+schedule, and the reported number is the LAST epoch's test accuracy. The test split never
+chooses anything; a seeded validation split carved from the training images is recorded per
+epoch and names ``best_layer`` (and the epoch, with ``select="val"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from ..config import RunConfig, validate_section
+from ..data.datasets import ImageData, load_dataset
+from ..engine.checkpoint import load_checkpoint, write_json
+from ..errors import ConfigError, SSLKitError
+from ..interfaces import Backbone, Probe
+from ..plugins import Plugins
+from .features import CachedFeatures, LiveFeatures, extract
+from .splits import ProbeSplits, make_splits
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sslkit.probe/1"
+EpochHook = Callable[[str, dict[str, Any]], None]
+
+
+class ProbeSettings(BaseModel):
+    """How to probe: which probe, where, and on what data (everything but the trunk)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    probe: str = "mlp"
+    options: dict[str, Any] = Field(default_factory=dict, description="the probe's Config overrides")
+    layers: tuple[str, ...] = ()
+    finetune: bool = False
+    augment: bool = Field(False, description="crop + flip per batch (the paper's protocol); off: cached features")
+    labels_per_class: int | None = Field(None, ge=1)
+    epoch_size: int | None = Field(None, ge=1, description="samples per epoch (default: the full training split)")
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="carved when the data has no test split")
+    select: Literal["last", "val"] = "last"
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = Field(256, ge=1)
+    cache_gb: float = Field(4.0, gt=0, description="above this, features are extracted one layer at a time")
+    max_steps: int | None = Field(None, ge=1, description="cap on steps per epoch (smoke tests)")
+
+
+@dataclass
+class Trunk:
+    backbone: Backbone
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    description: str
+    run_config: dict[str, Any] | None
+    image_size: int | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device '{name}': use auto, cpu, cuda or cuda:N") from None
+
+
+def load_trunk(
+    run: str | Path | None,
+    plugins: Plugins,
+    *,
+    random_init: bool = False,
+    backbone: str | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Trunk:
+    """The trunk of a run (its trained weights, or a fresh init of its architecture with
+    ``random_init``), or with no run a freshly initialised ``backbone``."""
+    run_config: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
+    if run is not None:
+        state = load_checkpoint(run)
+        run_config = RunConfig.model_validate(state["config"]).model_dump(mode="json")
+    if backbone is not None:
+        spec = {"name": backbone, **(backbone_options or {})}
+    elif run_config is not None:
+        spec = {**run_config["backbone"], **(backbone_options or {})}
+    else:
+        raise ConfigError("no trunk: give a run folder, or --random-init with --backbone NAME")
+    if state is not None and not random_init and spec != run_config["backbone"]:  # type: ignore[index]
+        raise ConfigError("--backbone/--set backbone.* change a trained run's architecture; add --random-init")
+    cls = plugins.backbones.get(spec["name"])
+    torch.manual_seed(seed)
+    model = cls(validate_section(cls.Config, {k: v for k, v in spec.items() if k != "name"}, "backbone."))
+    if state is not None and not random_init:
+        model.load_state_dict(state["backbone"])
+        what = f"pretrained: {run} ({state['config']['task']['name']}, epoch {state['epoch']})"
+    else:
+        what = f"random init: {spec['name']} (seed {seed})"
+    data_cfg = (run_config or {}).get("data", {})
+    return Trunk(model, _tuple(data_cfg.get("mean")), _tuple(data_cfg.get("std")), what, run_config, data_cfg.get("image_size"))
+
+
+def _tuple(v: Any) -> tuple[float, ...] | None:
+    return None if v is None else tuple(v)
+
+
+def load_splits(
+    data: str, test_data: str | None, plugins: Plugins, settings: ProbeSettings, image_size: int | None = None
+) -> ProbeSplits:
+    """Training data by name or folder; test data from ``test_data``, else the dataset's ``test``
+    split when it has one, else carved (seeded) from the training data."""
+    train = load_dataset(data, plugins, "train", image_size)
+    test: ImageData | None = None
+    if test_data is not None:
+        test = load_dataset(test_data, plugins, "test", image_size)
+    elif data in plugins.datasets:
+        try:
+            test = load_dataset(data, plugins, "test", image_size)
+        except SSLKitError as exc:  # a dataset without a test split: carve one below
+            log.info("%s has no test split (%s); carving one", data, exc)
+    return make_splits(
+        train, test, val_fraction=settings.val_fraction, test_fraction=settings.test_fraction,
+        labels_per_class=settings.labels_per_class, seed=settings.seed,
+    )
+
+
+def _epoch_order(n: int, size: int, generator: torch.Generator) -> Tensor:
+    """``size`` indices: back-to-back permutations of range(n) (fixed-size epochs, Figure 5b)."""
+    reps = math.ceil(size / n)
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(reps)])[:size]
+
+
+@torch.no_grad()
+def predict(probe: Probe, source: Any, batch_size: int) -> Tensor:
+    probe.eval()
+    out = []
+    for start in range(0, len(source), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(source)))
+        out.append(probe(source.batch(idx, None, train=False)).argmax(1).cpu())
+    return torch.cat(out)
+
+
+def scores(pred: Tensor, labels: Tensor, classes: Sequence[str]) -> dict[str, Any]:
+    """Overall and per-class accuracy (paper Table 9) and the confusion matrix [true][predicted]."""
+    k = len(classes)
+    confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
+    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    return {
+        "acc": float((pred == labels).double().mean()),
+        "per_class": {c: float(a) for c, a in zip(classes, per_class.tolist())},
+        "confusion": confusion.tolist(),
+    }
+
+
+def train_probe(
+    probe: Probe,
+    source: Any,
+    labels: Tensor,
+    settings: ProbeSettings,
+    device: torch.device,
+    *,
+    val: tuple[Any, Tensor] | None = None,
+    trunk: Backbone | None = None,
+    on_epoch: EpochHook | None = None,
+    layer: str = "",
+) -> tuple[list[dict[str, Any]], int]:
+    """SGD on the probe (and the trunk at ``lr * finetune_lr_scale`` when fine-tuning) with the
+    probe's schedule. Returns (history, the epoch whose weights ``probe`` now holds)."""
+    cfg = probe.config
+    if hasattr(probe, "fit"):  # non-parametric (kNN): remember the training features
+        probe.fit(source.batch(torch.arange(len(source)), None, train=False), labels.to(device))
+        return [], 0
+    groups = [{"params": list(probe.parameters()), "lr": cfg.lr}]
+    if settings.finetune and trunk is not None:
+        groups.append({"params": list(trunk.parameters()), "lr": cfg.lr * cfg.finetune_lr_scale})
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), cfg.gamma)
+    n = len(source)
+    size = settings.epoch_size or n
+    batch = min(cfg.batch_size, size)
+    steps = max(1, size // batch)  # drop the last partial batch (BatchNorm in the heads)
+    if settings.max_steps:
+        steps = min(steps, settings.max_steps)
+    gen = torch.Generator().manual_seed(settings.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(settings.seed + 1)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, Tensor] | None] = (-1.0, cfg.epochs, None)
+    labels = labels.to(device)
+    for epoch in range(cfg.epochs):
+        order = _epoch_order(n, steps * batch, gen)
+        probe.train()
+        loss_sum = correct = 0.0
+        for step in range(steps):
+            idx = order[step * batch : (step + 1) * batch]
+            logits = probe(source.batch(idx, aug_gen, train=True))
+            y = labels[idx.to(device)]
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += float((logits.detach().argmax(1) == y).sum())
+        record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum / (steps * batch), "train_acc": correct / (steps * batch)}
+        sched.step()
+        if val is not None:
+            record["val_acc"] = float((predict(probe, val[0], settings.eval_batch_size) == val[1]).double().mean())
+            if settings.select == "val" and record["val_acc"] > best[0]:
+                best = (record["val_acc"], epoch + 1, copy.deepcopy(probe.state_dict()))
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(layer, record)
+    if settings.select == "val" and best[2] is not None:
+        probe.load_state_dict(best[2])
+        return history, best[1]
+    return history, cfg.epochs
+
+
+def run_probes(
+    trunk: Trunk,
+    splits: ProbeSplits,
+    plugins: Plugins,
+    settings: ProbeSettings,
+    *,
+    on_epoch: EpochHook | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate ``settings.probe`` on each of ``settings.layers`` (default: the last
+    stage); returns the report written as ``probe.json``."""
+    device = resolve_device(settings.device)
+    backbone = trunk.backbone.to(device)
+    layers = list(settings.layers) or [backbone.last_stage.name]
+    if layers == ["all"]:
+        layers = backbone.stage_names
+    layers = [backbone.stage(name).name for name in layers]  # unknown names: one-line error
+    probe_cls = plugins.probes.get(settings.probe)
+    probe_cfg = validate_section(probe_cls.Config, settings.options, "probe.")
+    nonparametric = hasattr(probe_cls, "fit")
+    if nonparametric and (settings.finetune or settings.augment):
+        raise ConfigError(f"the '{settings.probe}' probe trains no weights; drop --finetune/--augment")
+    stats = splits.train.stats()
+    mean, std = trunk.mean or stats[0], trunk.std or stats[1]
+    if settings.finetune:
+        layers = layers[:1] if len(layers) == 1 else _one_layer_error()
+    classes = splits.train.classes
+    assert splits.train.labels is not None and splits.test.labels is not None
+    cached = not settings.finetune and (not settings.augment or nonparametric)
+    sets = {"train": splits.train, "test": splits.test, **({"val": splits.val} if splits.val is not None else {})}
+
+    # Cached path: every layer's features in one trunk pass, unless they would not fit.
+    feats: dict[str, dict[str, Tensor]] = {}
+    if cached:
+        per_sample = sum(math.prod(_stage_shape(backbone, n, splits.train, mean, std, device)) for n in layers)
+        total = per_sample * 4 * sum(len(d) for d in sets.values())
+        groups = [layers] if total <= settings.cache_gb * 2**30 else [[n] for n in layers]
+    else:
+        groups = [[n] for n in layers]
+
+    results: dict[str, Any] = {}
+    for group in groups:
+        if cached:
+            feats = {k: extract(backbone, d.images, group, mean, std, device, settings.eval_batch_size) for k, d in sets.items()}
+        for layer in group:
+            trunk_state = copy.deepcopy(backbone.state_dict()) if settings.finetune else None
+            if cached:
+                src = {k: CachedFeatures(v[layer]) for k, v in feats.items()}
+            else:
+                src = {k: LiveFeatures(backbone, d.images, layer, mean, std, device, augment=settings.augment, finetune=settings.finetune) for k, d in sets.items()}
+            torch.manual_seed(settings.seed)
+            probe = probe_cls(probe_cfg, src["train"].shape, len(classes)).to(device)
+            val = (src["val"], splits.val.labels.to(device)) if splits.val is not None else None  # type: ignore[union-attr]
+            history, used_epoch = train_probe(
+                probe, src["train"], splits.train.labels, settings, device,
+                val=val, trunk=backbone if settings.finetune else None, on_epoch=on_epoch, layer=layer,
+            )
+            res: dict[str, Any] = {
+                "feature_shape": list(src["train"].shape),
+                "probe_parameters": sum(p.numel() for p in probe.parameters()),
+                "history": history, "reported_epoch": used_epoch,
+            }
+            if val is not None:
+                res["val"] = scores(predict(probe, val[0], settings.eval_batch_size).to(device), val[1], classes)
+                if history:
+                    best = max(history, key=lambda r: r["val_acc"])
+                    res["best_val_epoch"], res["best_val_acc"] = best["epoch"], best["val_acc"]
+            test = scores(predict(probe, src["test"], settings.eval_batch_size), splits.test.labels, classes)
+            res.update(test_acc=test["acc"], per_class=test["per_class"], confusion=test["confusion"])
+            results[layer] = res
+            del src, probe
+            if trunk_state is not None:  # fine-tuning changed the trunk: restore it for the caller
+                backbone.load_state_dict(trunk_state)
+        feats = {}
+
+    with_val = [n for n in layers if "val" in results[n]]
+    best_layer = max(with_val, key=lambda n: results[n]["val"]["acc"]) if with_val else None
+    return {
+        "format": FORMAT,
+        "trunk": trunk.description,
+        "backbone": trunk.run_config["backbone"] if trunk.run_config else None,
+        "probe": settings.probe,
+        "probe_config": probe_cfg.model_dump(mode="json"),
+        "settings": settings.model_dump(mode="json"),
+        "features": "cached (one trunk pass, no augmentation)" if cached else
+        ("live: crop + flip per batch" if settings.augment else "live, no augmentation") + (", trunk fine-tuned" if settings.finetune else ", trunk frozen (eval mode)"),
+        "data": {
+            "classes": classes, "train_images": len(splits.train),
+            "val_images": len(splits.val) if splits.val is not None else 0,
+            "test_images": len(splits.test), **splits.notes,
+        },
+        "selection": (
+            "test accuracy of the last epoch; the test split is never used for selection; "
+            f"best_layer = highest accuracy on the validation split ({splits.notes.get('validation')})"
+            if settings.select == "last" else
+            f"weights of the epoch with the best accuracy on the validation split ({splits.notes.get('validation')}); the test split is never used for selection"
+        ),
+        "layers": results,
+        "best_layer": best_layer,
+    }
+
+
+def _one_layer_error() -> list[str]:
+    raise ConfigError("--finetune trains the trunk up to one layer: give a single --layer")
+
+
+def _stage_shape(backbone: Backbone, layer: str, data: ImageData, mean, std, device) -> tuple[int, ...]:
+    return LiveFeatures(backbone, data.images[:2], layer, mean, std, device, augment=False).shape
+
+
+def write_report(report: dict[str, Any], folder: str | Path, name: str = "probe.json") -> Path:
+    path = Path(folder) / name
+    write_json(path, report)
+    return path

@@ -1,0 +1,187 @@
+"""Run a reproduction recipe: pretext training, then every probe row, then the comparison table.
+
+Each stage writes into the output folder (``pretext/`` is a normal run folder, every probe row
+a ``probes/<row>.json``), and a finished stage is reused when the command is run again, so an
+interrupted reproduction continues where it stopped and a finished checkpoint is never retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import assemble, deep_merge
+from ..engine.callbacks import Callback
+from ..engine.checkpoint import CHECKPOINT, atomic_write, load_checkpoint, write_json
+from ..engine.trainer import train
+from ..errors import ConfigError, UnknownNameError
+from ..plugins import Plugins
+from ..probes.engine import ProbeSettings, load_splits, load_trunk, run_probes
+from ..registry import suggest
+from .recipes import RECIPES, ProbeJob, Recipe
+
+log = logging.getLogger(__name__)
+Event = Callable[[str], None]
+
+# --smoke: the same recipe with a tiny step budget (tests; checks that a full preset runs).
+SMOKE_PRETEXT = {"epochs": 1, "data": {"subset": 96, "batch_size": 32, "holdout": 0.25}}
+SMOKE_PROBE = {"epochs": 1}
+
+
+def get_recipe(name: str, preset: str, plugins: Plugins) -> Recipe:
+    if name not in RECIPES:
+        raise UnknownNameError(f"unknown reproduction '{name}'{suggest(name, list(RECIPES))}; choose one of: {', '.join(RECIPES)}")
+    presets = RECIPES[name]
+    if preset not in presets:
+        raise ConfigError(f"unknown preset '{preset}'{suggest(preset, list(presets))} for {name}; presets: {', '.join(presets)}")
+    recipe = presets[preset]
+    if recipe.task not in plugins.tasks:
+        raise ConfigError(
+            f"{name} needs the '{recipe.task}' pretext task, which no installed plugin registers; "
+            f"install its plugin (e.g. pip install plugins/sslkit-{recipe.task}) and check 'sslkit plugins'"
+        )
+    return recipe
+
+
+def _pretext(recipe: Recipe, data: str, out: Path, plugins: Plugins, device: str, smoke: bool, callbacks: list[Callback], seed: int) -> tuple[Path, dict[str, Any]]:
+    run_dir = out / "pretext"
+    task_cls = plugins.tasks.get(recipe.task)
+    preset = recipe.task_preset if recipe.task_preset in task_cls.presets else task_cls.default_preset
+    flags: dict[str, Any] = {"backbone": recipe.backbone, "data": {"name": data}, "device": device, "seed": seed}
+    flags = deep_merge(deep_merge(recipe.pretext, SMOKE_PRETEXT) if smoke else recipe.pretext, flags)
+    if smoke:
+        flags["backbone"] = {**flags["backbone"], "width": 0.1}
+    cfg = assemble(recipe.task, plugins, preset=preset, flags=flags)
+    if (run_dir / CHECKPOINT).exists():
+        state = load_checkpoint(run_dir)
+        if state["epoch"] >= state["config"]["epochs"]:
+            return run_dir, {"reused": True, "epochs": state["epoch"], "history": state["history"]}
+        result = train(cfg, run_dir, plugins=plugins, resume=True, callbacks=callbacks)
+    else:
+        result = train(cfg, run_dir, plugins=plugins, callbacks=callbacks)
+    return run_dir, {"reused": False, "epochs": len(result.history), "history": result.history}
+
+
+def reproduce(
+    name: str,
+    preset: str,
+    out: str | Path,
+    plugins: Plugins,
+    *,
+    data: str | None = None,
+    test_data: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    smoke: bool = False,
+    callbacks: list[Callback] | None = None,
+    on_event: Event | None = None,
+) -> dict[str, Any]:
+    """Run recipe ``name``/``preset`` into ``out``; returns the table (also written as
+    ``reproduce.json`` and ``reproduce.md``)."""
+    say = on_event or (lambda msg: log.info("%s", msg))
+    recipe = get_recipe(name, preset, plugins)
+    out = Path(out)
+    data = data or ("sample" if smoke else recipe.default_data)
+    t0 = time.perf_counter()
+    say(f"pretext: {recipe.task} on {data}")
+    run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed)
+    pretext_s = time.perf_counter() - t0
+
+    base = ProbeSettings(device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None)
+    splits = load_splits(data, test_data, plugins, base)
+    if smoke:  # evaluation sets trimmed too: the smoke run checks plumbing, not accuracy
+        splits.val = splits.val.select(torch.arange(min(len(splits.val), 100))) if splits.val is not None else None
+        splits.test = splits.test.select(torch.arange(min(len(splits.test), 200)))
+    rows: list[dict[str, Any]] = []
+    for job in recipe.jobs:
+        path = out / "probes" / f"{job.key.replace('/', '-')}.json"
+        if path.is_file():  # finished earlier: reuse (never recomputed on a re-run)
+            report = json.loads(path.read_text())
+            say(f"{job.key}: reused {path}")
+        else:
+            say(f"{job.key}: {job.label}")
+            t = time.perf_counter()
+            report = _run_job(job, recipe, run_dir, splits, plugins, base, smoke)
+            report["seconds"] = time.perf_counter() - t
+            write_json(path, report)
+        for layer in job.layers:
+            r = report["layers"][layer]
+            key = f"{job.key}/{layer}"
+            rows.append({
+                "row": key, "label": f"{job.label}, {layer}", "ours": round(100 * r["test_acc"], 2),
+                "val": round(100 * r["val"]["acc"], 2) if "val" in r else None,
+                "paper": recipe.paper.get(key), "seconds": round(report.get("seconds", 0.0), 1),
+                "features": report["features"], "mode": _mode(job),
+            })
+    table = {
+        "reproduction": name, "preset": preset, "task": recipe.task, "data": data, "smoke": smoke,
+        "source": recipe.source, "pretext_run": str(run_dir), "pretext_epochs": pretext["epochs"],
+        "pretext_heldout_acc": (pretext["history"][-1].get("heldout_acc") if pretext["history"] else None),
+        "pretext_seconds": round(pretext_s, 1), "total_seconds": round(time.perf_counter() - t0, 1),
+        "test": splits.notes["test"], "validation": splits.notes["validation"],
+        "selection": "last epoch; the test split is never used for selection",
+        "rows": rows, "findings": findings(rows),
+    }
+    write_json(out / "reproduce.json", table)
+    atomic_write(out / "reproduce.md", lambda tmp: tmp.write_text(to_markdown(table)))
+    return table
+
+
+def _run_job(job: ProbeJob, recipe: Recipe, run_dir: Path, splits, plugins: Plugins, base: ProbeSettings, smoke: bool) -> dict[str, Any]:
+    options = {**job.options, **(SMOKE_PROBE if smoke else {})}
+    extra: dict[str, Any] = {}
+    if job.trunk == "supervised":
+        trunk = load_trunk(None, plugins, backbone=recipe.supervised_backbone["name"], backbone_options={
+            **{k: v for k, v in recipe.supervised_backbone.items() if k != "name"}, **({"width": 0.1} if smoke else {})}, seed=base.seed)
+        if "supervised_epoch_size" in recipe.probe_settings:
+            extra["epoch_size"] = recipe.probe_settings["supervised_epoch_size"]
+    else:
+        trunk = load_trunk(run_dir, plugins, random_init=job.trunk == "random", seed=base.seed)
+        if job.trunk == "random":  # the run's normalisation, a fresh trunk
+            trunk.description = f"random init of the pretext run's {trunk.run_config['backbone']['name']} (seed {base.seed})"  # type: ignore[index]
+    settings = base.model_copy(update={"probe": job.probe, "options": options, "layers": job.layers, "finetune": job.finetune, "augment": job.augment, **extra})
+    return run_probes(trunk, splits, plugins, settings)
+
+
+def _mode(job: ProbeJob) -> str:
+    trunk = "fine-tuned" if job.finetune else "frozen"
+    return f"{trunk}, {'crop+flip' if job.augment or job.finetune else 'cached, no aug'}"
+
+
+def findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's qualitative claims, checked on our numbers."""
+    ours = {r["row"]: r["ours"] for r in rows}
+    checks = []
+    for probe in ("mlp", "conv"):
+        a, b = ours.get(f"{probe}/block2"), ours.get(f"random/{probe}/block2")
+        if a is not None and b is not None:
+            checks.append({"claim": f"pretext features beat random-init features ({probe} probe, block2)", "holds": a > b, "margin": round(a - b, 2)})
+    blocks = sorted((k for k in ours if k.startswith("mlp/block")), key=lambda k: int(k.rsplit("block", 1)[1]))
+    if len(blocks) >= 3:
+        last = blocks[-1]
+        checks.append({"claim": f"block2 beats the last block ({last.split('/')[1]}) on the non-linear probe", "holds": ours["mlp/block2"] > ours[last], "margin": round(ours["mlp/block2"] - ours[last], 2)})
+    return checks
+
+
+def to_markdown(table: dict[str, Any]) -> str:
+    lines = [
+        f"# {table['reproduction']} ({table['preset']} preset)", "",
+        f"Pretext: `{table['task']}` on {table['data']}, {table['pretext_epochs']} epochs, held-out pretext accuracy "
+        + (f"{100 * table['pretext_heldout_acc']:.1f}%" if table["pretext_heldout_acc"] is not None else "n/a")
+        + f" ({table['pretext_seconds']:.0f} s). Total {table['total_seconds']:.0f} s.", "",
+        f"Test: {table['test']}. Validation: {table['validation']}. Reported: {table['selection']}.", "",
+        "| row | ours (test %) | val % | paper % | probe input | s |", "|---|---:|---:|---:|---|---:|",
+    ]
+    for r in table["rows"]:
+        val = "" if r["val"] is None else f"{r['val']:.2f}"
+        paper = "" if r["paper"] is None else f"{r['paper']:.2f}"
+        lines.append(f"| {r['label']} | {r['ours']:.2f} | {val} | {paper} | {r['mode']} | {r['seconds']:.0f} |")
+    lines += ["", f"Paper numbers: {table['source']}.", ""]
+    for f in table["findings"]:
+        lines.append(f"- {'holds' if f['holds'] else 'DOES NOT hold'}: {f['claim']} (margin {f['margin']:+.2f} points)")
+    return "\n".join(lines) + "\n"

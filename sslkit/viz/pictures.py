@@ -1,0 +1,124 @@
+"""The three pictures of ``sslkit viz``.
+
+Attention maps follow Gidaris et al. (ICLR 2018, Figure 3), after Zagoruyko & Komodakis'
+activation-based attention: for a stage's feature map A [C, H, W], the map is
+sum_c |A_c|^p, normalised to [0, 1] and overlaid on the image; a larger p weights the most
+active locations more (the paper uses p = 1, 2, 4 for successively deeper layers).
+First-layer filters (Figure 4) are each scaled to [0, 1] on their own and shown as RGB tiles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from ..data.augment import normalize
+from ..errors import CheckpointError, DataError
+from ..interfaces import Backbone
+from .render import colormap, grid, line_chart, upscale
+
+DEFAULT_POWERS = (1.0, 2.0, 4.0)  # block1, block2, deeper blocks (paper Figure 3)
+
+
+def load_images(paths: Sequence[str | Path], size: int) -> Tensor:
+    """Image files -> uint8 [N, 3, size, size] (centre-cropped and resized)."""
+    from PIL import ImageOps
+
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im = ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.BICUBIC)
+                out.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy())
+        except (OSError, ValueError):
+            raise DataError(f"cannot read image '{p}'; give image files (jpg, png, ...)") from None
+    if not out:
+        raise DataError("no images given: pass one or more image files")
+    return torch.from_numpy(np.stack(out))
+
+
+@torch.no_grad()
+def attention_maps(backbone: Backbone, images: Tensor, mean, std, stages: Sequence[str], powers: Sequence[float]) -> dict[str, Tensor]:
+    """{stage: [N, H, W] in [0, 1]} at the image resolution: sum_c |A|^p, min-max per image."""
+    backbone.eval()
+    feats = backbone(normalize(images, mean, std), list(stages))
+    out = {}
+    for i, name in enumerate(stages):
+        p = powers[min(i, len(powers) - 1)]
+        amap = feats[name].abs().pow(p).sum(1, keepdim=True)  # [N, 1, h, w]
+        amap = F.interpolate(amap, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        lo = amap.flatten(1).min(1).values[:, None, None]
+        hi = amap.flatten(1).max(1).values[:, None, None]
+        out[name] = (amap - lo) / (hi - lo).clamp(min=1e-12)
+    return out
+
+
+def attention_figure(images: Tensor, maps: dict[str, Tensor], powers: Sequence[float], tile: int = 128, alpha: float = 0.6) -> Image.Image:
+    """One row per image: the image, then each stage's map blended over it."""
+    rows = []
+    for n in range(images.shape[0]):
+        img = images[n].permute(1, 2, 0).numpy()
+        row = [upscale(img, tile)]
+        for name in maps:
+            heat = colormap(maps[name][n].numpy()).astype(np.float32)
+            blend = ((1 - alpha) * img.astype(np.float32) + alpha * heat).astype(np.uint8)
+            row.append(upscale(blend, tile))
+        rows.append(row)
+    titles = ["image"] + [f"{name} p={powers[min(i, len(powers) - 1)]:g}" for i, name in enumerate(maps)]
+    return grid(rows, titles)
+
+
+def first_conv(backbone: nn.Module) -> nn.Conv2d:
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            return m
+    raise CheckpointError("the backbone has no Conv2d layer, so it has no first-layer filters to show")
+
+
+def filters_figure(weight: Tensor, tile: int = 40, per_row: int | None = None) -> Image.Image:
+    """Conv weights [O, I, k, k] -> a grid of tiles; RGB when I == 3, else the mean over inputs."""
+    w = weight.detach().float().cpu()
+    w = w if w.shape[1] == 3 else w.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    lo = w.flatten(1).min(1).values[:, None, None, None]
+    hi = w.flatten(1).max(1).values[:, None, None, None]
+    w = ((w - lo) / (hi - lo).clamp(min=1e-12) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    per_row = per_row or int(np.ceil(np.sqrt(w.shape[0])))
+    tiles = [upscale(t, tile, nearest=True) for t in w]
+    blank = np.full_like(tiles[0], 255)
+    rows = [tiles[i : i + per_row] for i in range(0, len(tiles), per_row)]
+    rows[-1] = rows[-1] + [blank] * (per_row - len(rows[-1]))
+    return grid(rows, pad=2)
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+    if not path.is_file():
+        raise CheckpointError(f"no metrics at '{path}': give a run folder of 'sslkit train'")
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        raise CheckpointError(f"'{path}' is not valid JSON lines; is it a metrics.jsonl of sslkit train?") from None
+
+
+def curves_figure(rows: list[dict]) -> Image.Image:
+    """Loss (left) and accuracy (right) per epoch: training and held-out."""
+    if not rows:
+        raise CheckpointError("metrics.jsonl is empty: the run has not finished an epoch yet")
+    ep = [r["epoch"] for r in rows]
+
+    def series(keys: dict[str, str]) -> dict:
+        return {label: (ep, [r[k] for r in rows]) for label, k in keys.items() if all(k in r for r in rows)}
+
+    loss = line_chart(series({"train": "train_loss", "held-out": "heldout_loss"}), "pretext loss", "epoch")
+    acc = line_chart(series({"train": "train_acc", "held-out": "heldout_acc"}), "pretext accuracy", "epoch")
+    sheet = Image.new("RGB", (loss.width + acc.width, max(loss.height, acc.height)), "white")
+    sheet.paste(loss, (0, 0))
+    sheet.paste(acc, (loss.width, 0))
+    return sheet

@@ -1,0 +1,53 @@
+"""``sslkit reproduce``: a full preset end to end with a tiny step budget, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sslkit.errors import ConfigError, UnknownNameError
+from sslkit.plugins import load_plugins
+from sslkit.reproduce.recipes import ROTNET_PAPER
+from sslkit.reproduce.runner import findings, get_recipe, reproduce
+
+
+def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
+    events = []
+    table = reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
+    rows = {r["row"]: r for r in table["rows"]}
+    assert set(rows) == {"mlp/block1", "mlp/block2", "mlp/block3", "mlp/block4", "conv/block2", "random/mlp/block2",
+                         "random/conv/block2", "supervised/block3", "mlp-finetune/block2", "conv-finetune/block2"}
+    for key, paper in ROTNET_PAPER.items():
+        assert rows[key]["paper"] == paper
+    assert all(0 <= r["ours"] <= 100 for r in rows.values())
+    assert rows["conv/block2"]["mode"] == "frozen, crop+flip" and rows["supervised/block3"]["mode"].startswith("fine-tuned")
+    assert (tmp_path / "pretext" / "checkpoint.pt").is_file()
+    assert json.loads((tmp_path / "reproduce.json").read_text()) == table
+    md = (tmp_path / "reproduce.md").read_text()
+    assert "| non-linear probe (Table 1), block2 |" in md and "89.06" in md
+    assert "never used for selection" in md
+    # A second run reuses every finished stage instead of retraining.
+    again = reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
+    assert [r["ours"] for r in again["rows"]] == [r["ours"] for r in table["rows"]]
+    assert sum("reused" in e for e in events) == 7
+
+
+def test_findings_compare_the_paper_claims():
+    rows = [{"row": "mlp/block1", "ours": 50.0}, {"row": "mlp/block2", "ours": 60.0}, {"row": "mlp/block4", "ours": 40.0},
+            {"row": "random/mlp/block2", "ours": 30.0}, {"row": "conv/block2", "ours": 55.0}, {"row": "random/conv/block2", "ours": 56.0}]
+    got = {f["claim"]: (f["holds"], f["margin"]) for f in findings(rows)}
+    assert got["pretext features beat random-init features (mlp probe, block2)"] == (True, 30.0)
+    assert got["pretext features beat random-init features (conv probe, block2)"] == (False, -1.0)
+    assert got["block2 beats the last block (block4) on the non-linear probe"] == (True, 20.0)
+
+
+def test_unknown_names_and_missing_task_plugins_are_one_line_errors(plugins):
+    with pytest.raises(UnknownNameError, match="did you mean 'rotnet-cifar10'"):
+        get_recipe("rotnet-cifar", "quick", plugins)
+    with pytest.raises(ConfigError, match="presets: paper, repo, quick"):
+        get_recipe("rotnet-cifar10", "fast", plugins)
+    builtins_only = load_plugins("none")
+    for name, task in (("rotnet-cifar10", "rotation"), ("context-cifar10", "context")):
+        with pytest.raises(ConfigError, match=f"needs the '{task}' pretext task"):
+            get_recipe(name, "quick", builtins_only)
