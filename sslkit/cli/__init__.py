@@ -35,6 +35,7 @@ def build_app() -> typer.Typer:
         help="Self-supervised pretraining with pluggable pretext tasks, backbones and probes.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # help texts are plain: "[default: x]" must not be read as markup
         add_completion=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
@@ -55,15 +56,13 @@ def build_app() -> typer.Typer:
         _setup_logging(verbose)
         ctx.obj = {"plugins": plugins}
 
-    from . import plugins_cmd, train_cmd
+    # One module per command group; each imports torch only inside its commands.
+    from . import (
+        embed_cmd, export_cmd, new_plugin_cmd, plugins_cmd, probe_cmd, reproduce_cmd, show_cmd, train_cmd, viz_cmd,
+    )
 
-    train_cmd.register(app)
-    plugins_cmd.register(app)
-    from . import show_cmd; show_cmd.register(app)  # noqa: E702
-    from . import probe_cmd; probe_cmd.register(app)  # noqa: E702
-    from . import reproduce_cmd; reproduce_cmd.register(app)  # noqa: E702
-    from . import viz_cmd; viz_cmd.register(app)  # noqa: E702
-    from . import embed_cmd, export_cmd; export_cmd.register(app); embed_cmd.register(app)  # noqa: E702
+    for module in (train_cmd, plugins_cmd, show_cmd, probe_cmd, reproduce_cmd, viz_cmd, export_cmd, embed_cmd, new_plugin_cmd):
+        module.register(app)
     return app
 
 

@@ -31,17 +31,17 @@ def register(app: typer.Typer) -> None:
     def train_command(
         ctx: typer.Context,
         task: str = typer.Argument(..., help="Pretext task, e.g. rotation (see 'sslkit plugins')."),
-        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone name [default: nin]."),
-        data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name or image folder [default: sample]."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs [default: the preset's]."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step before pretext expansion [default: 128]."),
+        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone name (default: nin)."),
+        data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name or image folder (default: sample)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs (default: the preset's)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step before pretext expansion (default: 128)."),
         preset: Optional[str] = typer.Option(None, "--preset", help="The task's recipe, e.g. paper or repo for rotation."),
         sets: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set backbone.width=0.25 (repeatable)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder [default: runs/TASK-BACKBONE-TIME]."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/TASK-BACKBONE-TIME)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps [default: auto]."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
     ) -> None:
         """Pretrain a backbone on a pretext task; writes checkpoints and metrics to the run folder."""
         from ..config import assemble
