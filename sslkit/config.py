@@ -30,6 +30,10 @@ class DataConfig(_Section):
     batch_size: int = Field(128, ge=1, description="images per step over all processes, before pretext expansion")
     holdout: float = Field(0.05, ge=0.0, lt=0.5, description="fraction of training images held out for pretext accuracy")
     subset: int | None = Field(None, ge=1, description="train on a random subset of this many images")
+    exclude_test: float = Field(
+        0.0, ge=0.0, lt=0.5,
+        description="leave out the seeded fraction that the probes carve as their test split (for data without one)",
+    )
     image_size: int | None = Field(None, ge=8, description="resize folder images to this size (default: keep)")
     crop_padding: int = Field(4, ge=0, description="random crop with this much zero padding (0: off)")
     flip: bool = Field(True, description="random horizontal flip")

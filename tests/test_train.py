@@ -99,3 +99,32 @@ def test_bf16_autocast_and_nchw(plugins, tmp_path):
     cfg = _config(plugins, epochs=1, extra=["precision=bf16", "channels_last=false"])
     rows = train(cfg, tmp_path, plugins=plugins).history
     assert rows[0]["train_loss"] > 0 and rows[0]["heldout_acc"] >= 0
+
+
+def test_exclude_test_leaves_out_the_probes_test_split(plugins, tmp_path):
+    """data.exclude_test removes exactly the images the probes carve as their test split."""
+    from PIL import Image
+
+    from sslkit.data.datasets import carve_test, load_dataset
+    from sslkit.probes.splits import make_splits
+
+    folder = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        for i in range(40):
+            Image.new("RGB", (32, 32), (i * 6, 100 if c == "a" else 200, 50)).save(folder / c / f"{i}.png")
+    data = load_dataset(str(folder), plugins)
+    rest, test = carve_test(data, 0.2, seed=0)
+    probe_test = make_splits(data, None, val_fraction=0.1, test_fraction=0.2, labels_per_class=None, seed=0).test
+    assert test.files == probe_test.files and not set(rest.files) & set(test.files)
+    cfg = assemble("rotation", plugins, sets=[*TINY[:2], "data.batch_size=16", "data.holdout=0", "data.exclude_test=0.2"],
+                   flags={"epochs": 1, "device": "cpu", "data": {"name": str(folder)}})
+    info = {}
+
+    class Spy:
+        def on_start(self, i): info.update(i)
+        def on_step(self, *a): pass
+        def on_epoch_end(self, r): pass
+
+    train(cfg, tmp_path / "run", plugins=plugins, callbacks=[Spy()])
+    assert info["train_images"] == len(rest) == 64

@@ -218,6 +218,15 @@ def split_holdout(data: ImageData, fraction: float, seed: int) -> tuple[ImageDat
     return data.select(perm[n_hold:].sort().values), data.select(perm[:n_hold].sort().values)
 
 
+def carve_test(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData | None]:
+    """(rest, test): the seeded test split carved from data that has none.
+
+    The probes carve their test split with this (``sslkit probe``), and pretraining leaves the
+    same images out when ``data.exclude_test`` is set, so a run never pretrains on test images.
+    """
+    return split_holdout(data, fraction, seed + 1000)
+
+
 def take_subset(data: ImageData, size: int | None, seed: int) -> ImageData:
     if size is None or size >= len(data):
         return data

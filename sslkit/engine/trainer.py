@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..config import RunConfig, validate_section
 from ..data.augment import normalize, random_crop_flip
-from ..data.datasets import load_dataset, split_holdout, take_subset
+from ..data.datasets import carve_test, load_dataset, split_holdout, take_subset
 from ..errors import CheckpointError, ConfigError
 from ..interfaces import Backbone, PretextTask
 from ..plugins import Plugins, load_plugins
@@ -181,6 +181,8 @@ def _train(
 
     # Data: uint8 [N, C, H, W] in memory; a seeded held-out split for pretext accuracy.
     data = load_dataset(config.data.name, plugins, "train", config.data.image_size)
+    if config.data.exclude_test:  # the probes' carved test split: never pretrained on
+        data = carve_test(data, config.data.exclude_test, config.seed)[0]
     data = take_subset(data, config.data.subset, config.seed)
     train_data, heldout = split_holdout(data, config.data.holdout, config.seed)
     mean, std = config.data.mean, config.data.std

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..data.datasets import ImageData, split_holdout
+from ..data.datasets import ImageData, carve_test, split_holdout
 from ..errors import DataError
 
 
@@ -48,7 +48,7 @@ def make_splits(
         raise DataError(f"{train.description} has no labels; a probe needs class sub-folders (folder/<class>/*.jpg)")
     notes: dict[str, str] = {}
     if test is None:
-        train, test = split_holdout(train, test_fraction, seed + 1000)
+        train, test = carve_test(train, test_fraction, seed)
         if test is None:
             raise DataError("no test data: pass --test-data PATH or a test fraction > 0")
         notes["test"] = f"carved from the training data: a seeded {test_fraction:.0%} ({len(test)} images, seed {seed + 1000})"

@@ -48,11 +48,16 @@ def get_recipe(name: str, preset: str, plugins: Plugins) -> Recipe:
     return recipe
 
 
-def _pretext(recipe: Recipe, data: str, out: Path, plugins: Plugins, device: str, smoke: bool, callbacks: list[Callback], seed: int) -> tuple[Path, dict[str, Any]]:
+def _pretext(
+    recipe: Recipe, data: str, out: Path, plugins: Plugins, device: str, smoke: bool, callbacks: list[Callback],
+    seed: int, exclude_test: float,
+) -> tuple[Path, dict[str, Any]]:
     run_dir = out / "pretext"
     task_cls = plugins.tasks.get(recipe.task)
     preset = recipe.task_preset if recipe.task_preset in task_cls.presets else task_cls.default_preset
-    flags: dict[str, Any] = {"backbone": recipe.backbone, "data": {"name": data}, "device": device, "seed": seed}
+    flags: dict[str, Any] = {
+        "backbone": recipe.backbone, "data": {"name": data, "exclude_test": exclude_test}, "device": device, "seed": seed,
+    }
     flags = deep_merge(deep_merge(recipe.pretext, SMOKE_PRETEXT) if smoke else recipe.pretext, flags)
     if smoke:
         flags["backbone"] = {**flags["backbone"], "width": 0.1}
@@ -89,10 +94,12 @@ def reproduce(
     data = data or ("sample" if smoke else recipe.default_data)
     t0 = time.perf_counter()
     say(f"pretext: {recipe.task} on {data}")
-    run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed)
+    base = ProbeSettings(device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None)
+    # A folder has no test split: the probes carve one, and pretraining must not see it.
+    exclude = base.test_fraction if test_data is None and data not in plugins.datasets else 0.0
+    run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed, exclude)
     pretext_s = time.perf_counter() - t0
 
-    base = ProbeSettings(device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None)
     splits = load_splits(data, test_data, plugins, base)
     if smoke:  # evaluation sets trimmed too: the smoke run checks plumbing, not accuracy
         splits.val = splits.val.select(torch.arange(min(len(splits.val), 100))) if splits.val is not None else None
