@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
+from ..files import IMAGE_SUFFIXES, atomic_write, walk_images
 from ..registry import suggest
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 # CIFAR-10 channel statistics as used by the RotNet code (methods.md 1.3).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -113,19 +113,6 @@ def load_dataset(
     return data
 
 
-def _list_images(root: Path) -> list[Path]:
-    files: list[Path] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink back up the tree: do not walk (and count) it again
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        files += [Path(dirpath) / f for f in names if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
-    return sorted(files)
-
-
 def _decode(path: Path, size: int | None) -> np.ndarray | None:
     from PIL import Image, ImageOps
 
@@ -146,7 +133,7 @@ def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | Non
     centre-cropped to it). Unreadable files are skipped with one warning naming them.
     """
     root = root.resolve()
-    files = _list_images(root)
+    files = walk_images(root)
     if not files:
         raise DataError(
             f"--data '{root}': no images found (looked for {', '.join(IMAGE_SUFFIXES)}); "
@@ -195,12 +182,8 @@ def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | Non
         labels = torch.tensor([index[Path(r).parent.as_posix()] for r, _ in kept], dtype=torch.int64)
     data = ImageData(images, labels, classes, f"folder '{root}'", files=[r for r, _ in kept])
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(
-            {"images": images, "labels": labels, "classes": classes, "files": data.files}, tmp
-        )
-        os.replace(tmp, cache)
+        blob = {"images": images, "labels": labels, "classes": classes, "files": data.files}
+        atomic_write(cache, lambda tmp: torch.save(blob, tmp))  # unique temporary name per writer
     except OSError as exc:  # a read-only cache only costs decoding time
         log.warning("could not cache decoded images at %s: %s", cache, exc)
     return data

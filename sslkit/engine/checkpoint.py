@@ -17,21 +17,10 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..files import atomic_write
 
 FORMAT = "sslkit.checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file and rename it over ``path``: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
