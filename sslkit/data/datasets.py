@@ -54,6 +54,14 @@ class ImageData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def uniform_size(self) -> tuple[int, int]:
+        return (self.images.shape[2], self.images.shape[3])
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
     def select(self, index: Tensor) -> "ImageData":
         return replace(
             self,
@@ -96,7 +104,11 @@ def load_dataset(
     if spec in plugins.datasets:
         data = plugins.datasets.get(spec)(split, data_root())
         if not isinstance(data, ImageData):
-            raise DataError(f"dataset '{spec}' returned {type(data).__name__}, not sslkit ImageData")
+            data = _store_in_memory(data, image_size, f"dataset '{spec}'")
+    elif (Path(spec).expanduser() / "manifest.json").is_file():
+        from .store import Store
+
+        data = _store_in_memory(Store.open(Path(spec).expanduser()), image_size, f"--data '{spec}'")
     else:
         path = Path(spec).expanduser()
         if not path.exists():
@@ -124,6 +136,16 @@ def _decode(path: Path, size: int | None) -> np.ndarray | None:
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
     except Exception:  # any decoder failure means "unreadable": skipped and reported
         return None
+
+
+def _store_in_memory(store: object, image_size: int | None, what: str) -> ImageData:
+    """A packed store decoded into RAM (at ``image_size`` when its images differ in size)."""
+    from .source import store_to_memory
+    from .store import Store
+
+    if not isinstance(store, Store):
+        raise DataError(f"{what} returned {type(store).__name__}, not sslkit ImageData or Store")
+    return store_to_memory(store, image_size)
 
 
 def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | None = None) -> ImageData:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -45,17 +46,27 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup(device_spec: str) -> Placement:
+def setup(device_spec: str, timeout_minutes: float = 30.0) -> Placement:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_spec, local_rank)
     if world <= 1:
         return Placement(device)
+    if device.type == "cuda" and device.index != local_rank:
+        # Every process asked for the same GPU: they would all train on it, serialised.
+        raise ConfigError(
+            f"--device '{device_spec}' under torchrun: each of the {world} processes uses the GPU of its "
+            f"LOCAL_RANK; pass --device cuda (or auto), not one GPU for all"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # Rank 0 evaluates and checkpoints while the others wait in a barrier: the timeout is
+        # explicit (NCCL's default of 10 minutes is too short for a big held-out split).
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=timeout_minutes)
+        )
     return Placement(device, dist.get_rank(), dist.get_world_size())
 
 

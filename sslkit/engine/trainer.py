@@ -1,20 +1,26 @@
 """The pretraining loop: one function, read top to bottom.
 
-    uint8 images [B, C, H, W] (in memory) -> device -> random crop + flip (batched)
-      -> this process's share -> normalise -> task.prepare -> (inputs, targets [M])
-      -> task.forward(backbone, inputs) -> logits [M, K] -> task.loss -> backward -> SGD step
-    end of epoch: lr schedule, held-out pretext accuracy, metrics.jsonl, atomic checkpoint.
+    source (RAM tensor or packed store) -> this process's uint8 batch [b, C, H, W] on the device
+      -> crop + flip (drawn for the global batch, sliced) -> [b, C, S, S] -> normalise
+      -> task.prepare -> (inputs, targets [M]) -> task.forward(backbone, inputs) -> logits [M, K]
+      -> task.loss -> backward -> SGD step
+    every N steps/minutes and at the end of each epoch: an atomic checkpoint;
+    end of epoch: lr schedule, held-out pretext accuracy, metrics.jsonl.
 
-Randomness is drawn from generators seeded by (seed, epoch), so an epoch replays identically
-and ``resume`` after a kill gives the same result as an uninterrupted run.
+Every random draw comes from a generator seeded by (seed, epoch, step[, rank]), so any step
+replays identically: a run killed mid-epoch resumes at the step it stopped and ends with the
+metrics of an uninterrupted run. The data order and the crops are drawn for the global batch,
+so N processes see exactly the images and crops one process would; the pretext draws inside
+``task.prepare`` (angles, patch positions) and dropout are drawn per process, independently.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,22 +28,23 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..config import RunConfig, validate_section
-from ..data.augment import normalize, random_crop_flip
-from ..data.datasets import carve_test, load_dataset, split_holdout, take_subset
-from ..errors import CheckpointError, ConfigError
+from ..config import RunConfig
+from ..data.augment import Crop, normalize
+from ..data.datasets import ImageData, carve_test, split_holdout, take_subset
+from ..data.source import Source, fingerprint, iterate_batches, open_source
+from ..errors import ConfigError
+from ..factory import create_backbone, create_task
 from ..interfaces import Backbone, PretextTask
 from ..plugins import Plugins, load_plugins
 from .callbacks import Callback
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, write_json, write_jsonl
+from .checkpoint import CHECKPOINT, save_checkpoint, write_json, write_jsonl
 from .distributed import Placement, setup, teardown
+from .rundir import Resume, RunLock, check_resumable, open_run, resumed_config
 from .syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
-# Keys a resumed run may change; anything else must match the checkpoint's config.
-RESUMABLE_KEYS = ("epochs", "device", "compile", "sync_batchnorm")
 
 
 class PretextModel(nn.Module):
@@ -63,12 +70,30 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
+@dataclass
+class TrainingData:
+    """The pretraining split, the held-out split (pretext accuracy), and what they are."""
+
+    train: Source
+    heldout: Source | None
+    description: str
+    classes: list[str]
+    images: int  # before subset / held-out split: what the fingerprint covers
+    fingerprint: str
+    channels: int
+    stats: tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean, std of the whole dataset
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed from a tuple, stable across runs and processes."""
     h = 1469598103934665603
     for p in parts:
         h = ((h ^ (p & 0xFFFFFFFF)) * 1099511628211) % (1 << 63)
     return h
+
+
+def _generator(device: torch.device, *parts: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(_seed(*parts))
 
 
 def _channels_last(inputs: Any, enabled: bool) -> Any:
@@ -83,13 +108,11 @@ def _channels_last(inputs: Any, enabled: bool) -> Any:
 
 def build_model(config: RunConfig, plugins: Plugins) -> PretextModel:
     """The backbone and task a config describes, freshly initialised (seeded by config.seed)."""
+    torch.manual_seed(config.seed)
     b_opts = {k: v for k, v in config.backbone.items() if k != "name"}
     t_opts = {k: v for k, v in config.task.items() if k != "name"}
-    b_cls = plugins.backbones.get(config.backbone["name"])
-    t_cls = plugins.tasks.get(config.task["name"])
-    torch.manual_seed(config.seed)
-    backbone = b_cls(validate_section(b_cls.Config, b_opts, "backbone."))
-    return PretextModel(backbone, t_cls(validate_section(t_cls.Config, t_opts, "task."), backbone))
+    backbone = create_backbone(config.backbone["name"], plugins, **b_opts)
+    return PretextModel(backbone, create_task(config.task["name"], backbone, plugins, **t_opts))
 
 
 def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
@@ -102,48 +125,101 @@ def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def _resumed_config(stored: dict[str, Any], requested: RunConfig) -> RunConfig:
-    """The checkpoint's config, with the few keys a resume may change taken from the request."""
-    old = RunConfig.model_validate(stored)
-    new = requested.model_dump(mode="json")
-    was = old.model_dump(mode="json")
-    for key in ("mean", "std"):  # filled in from the data at the first start
-        if new["data"][key] is None:
-            new["data"][key] = was["data"][key]
-    for key in set(new) | set(was):
-        if key not in RESUMABLE_KEYS and new.get(key) != was.get(key):
-            raise CheckpointError(
-                f"--resume: '{key}' differs from the run's config ({was.get(key)} in the checkpoint, "
-                f"{new.get(key)} now); resume with the original settings or start a new --out folder"
-            )
-    return old.model_copy(update={k: getattr(requested, k) for k in RESUMABLE_KEYS})
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return nullcontext()
+
+
+def load_training_data(config: RunConfig, plugins: Plugins, place: Placement, callbacks: Sequence[Callback] = ()) -> TrainingData:
+    """Open the data (rank 0 first: it decodes or packs into the shared cache, the others then
+    read that cache instead of all decoding at once), leave out the probes' test split, take
+    the subset, hold out the pretext-accuracy split."""
+    def progress(done: int, total: int) -> None:
+        for cb in callbacks:
+            cb.on_data_progress(done, total)
+
+    if place.world_size > 1 and not place.is_main:
+        torch.distributed.barrier()
+    full = open_source(config.data, plugins, on_progress=progress if place.is_main else None)
+    if place.world_size > 1 and place.is_main:
+        torch.distributed.barrier()
+    data = full
+    if config.data.exclude_test:  # the probes' carved test split: never pretrained on
+        data = carve_test(data, config.data.exclude_test, config.seed)[0]
+    data = take_subset(data, config.data.subset, config.seed)
+    train, heldout = split_holdout(data, config.data.holdout, config.seed)
+    return TrainingData(
+        train, heldout, full.description, list(full.classes), len(full), fingerprint(full), full.channels,
+        full.stats(),
+    )
+
+
+def _with_statistics(config: RunConfig, data: TrainingData) -> RunConfig:
+    """Fill in data.mean/std from the data (measured once; the checkpoint keeps them)."""
+    mean, std = config.data.mean, config.data.std
+    if mean is None or std is None:
+        stats = data.stats
+        update = {"mean": mean or stats[0], "std": std or stats[1]}
+        config = config.model_copy(update={"data": config.data.model_copy(update=update)})
+    if len(config.data.mean or ()) != data.channels or len(config.data.std or ()) != data.channels:
+        raise ConfigError(f"data.mean/std need {data.channels} values, one per image channel")
+    return config
+
+
+def make_crop(config: RunConfig, source: Source) -> Crop:
+    """The crop ``data.crop`` asks for, at ``data.image_size`` (default: the images' own size)."""
+    d = config.data
+    native = source.uniform_size
+    size = d.image_size or (native[0] if native and native[0] == native[1] else None)
+    if size is None:
+        raise ConfigError(
+            f"{source.description} holds images of different (or non-square) sizes; "
+            "set the training size with --set data.image_size=N"
+        )
+    mode = d.crop
+    if mode == "auto":
+        mode = "pad_crop" if native == (size, size) else "random_resized"
+    if mode == "pad_crop" and native != (size, size):
+        raise ConfigError(
+            f"data.crop=pad_crop needs images of the training size {size}x{size}; "
+            "use data.crop=random_resized or center for images of other sizes"
+        )
+    return Crop(mode, size, d.crop_padding, tuple(d.crop_scale), tuple(d.crop_ratio), d.flip)
 
 
 @torch.no_grad()
-def evaluate(
-    model: PretextModel, images: Tensor, config: RunConfig, device: torch.device, channels_last: bool
-) -> dict[str, float]:
-    """Pretext loss and accuracy on held-out images (no augmentation, fixed pretext draws)."""
+def evaluate(model: PretextModel, heldout: Source, crop: Crop, config: RunConfig, device: torch.device, channels_last: bool) -> dict[str, float]:
+    """Pretext loss and accuracy on held-out images (central crop, no flip, fixed pretext draws)."""
     was_training = model.training
     model.eval()
-    generator = torch.Generator(device=device).manual_seed(_seed(config.seed, 7))
-    total = torch.zeros(3, device=device, dtype=torch.float64)
-    for start in range(0, images.shape[0], config.data.batch_size):
-        x = normalize(images[start : start + config.data.batch_size].to(device), config.data.mean, config.data.std)
+    generator = _generator(device, config.seed, 7)
+    b = config.data.batch_size
+    batches = [torch.arange(s, min(s + b, len(heldout))) for s in range(0, len(heldout), b)]
+    loss_sum, correct, count = torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.float64), 0
+    for batch in iterate_batches(heldout, batches, device, config.data.workers, config.data.decode):
+        x = normalize(crop.center(batch.images, batch.sizes), config.data.mean, config.data.std)
         inputs, targets = model.task.prepare(x, generator)
         with _autocast(device, config.precision):
             logits = model(_channels_last(inputs, channels_last)).float()
         n = targets.shape[0]
-        total += torch.stack([model.task.loss(logits, targets).double() * n, model.task.correct(logits, targets).double(), torch.tensor(n, device=device, dtype=torch.float64)])
+        loss_sum += model.task.loss(logits, targets).double() * n
+        correct += model.task.correct(logits, targets).double()
+        count += n
     model.train(was_training)
-    loss, correct, n = total.tolist()
-    return {"heldout_loss": loss / n, "heldout_acc": correct / n}
+    return {"heldout_loss": loss_sum.item() / count, "heldout_acc": correct.item() / count}
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+def _has_unused_parameters(model: PretextModel, channels: int, size: int, device: torch.device) -> bool:
+    """Whether a training step leaves some parameters without a gradient (a task that reads a
+    middle stage, e.g. jigsaw's ``task.stage``): DDP then needs ``find_unused_parameters``."""
+    probe = copy.deepcopy(model).train()
+    x = torch.randn(2, channels, size, size, device=device)
+    inputs, targets = probe.task.prepare(x, _generator(device, 0))
+    probe.task.loss(probe(inputs).float(), targets).backward()
+    return any(p.requires_grad and p.grad is None for p in probe.parameters())
 
 
 def train(
@@ -151,57 +227,56 @@ def train(
     out_dir: str | Path,
     *,
     plugins: Plugins | None = None,
-    resume: bool = False,
+    resume: Resume = False,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Pretrain ``config.backbone`` on ``config.task``; writes checkpoints and metrics to ``out_dir``."""
+    """Pretrain ``config.backbone`` on ``config.task``; writes checkpoints and metrics to ``out_dir``.
+
+    ``resume``: False (``out_dir`` must not hold a run), True (continue the run there), or
+    ``"auto"`` (continue it if there is one, else start).
+    """
     plugins = plugins or load_plugins()
     out_dir = Path(out_dir)
-    place: Placement = setup(config.device)
+    place: Placement = setup(config.device, config.dist_timeout_minutes)
     try:
-        return _train(config, out_dir, plugins, resume, list(callbacks), place)
+        with RunLock(out_dir) if place.is_main else nullcontext():  # one writer per run folder
+            return _train(config, out_dir, plugins, resume, list(callbacks), place)
     finally:
         teardown(place)
 
 
 def _train(
-    config: RunConfig, out_dir: Path, plugins: Plugins, resume: bool, callbacks: list[Callback], place: Placement
+    config: RunConfig, out_dir: Path, plugins: Plugins, resume: Resume, callbacks: list[Callback], place: Placement
 ) -> TrainResult:
     device, rank, world = place.device, place.rank, place.world_size
-    state: dict[str, Any] | None = None
-    if (out_dir / CHECKPOINT).exists():
-        if not resume:
-            raise CheckpointError(
-                f"'{out_dir}' already holds a run; add --resume to continue it, or choose another --out"
-            )
-        state = load_checkpoint(out_dir, map_location=device)
-        config = _resumed_config(state["config"], config)
+    state = open_run(out_dir, resume, device)
+    changes: dict[str, list[Any]] = {}
+    if state is not None:
+        config, changes = resumed_config(state["config"], config)
     if config.data.batch_size % world:
         raise ConfigError(f"data.batch_size {config.data.batch_size} must be divisible by the {world} processes")
 
-    # Data: uint8 [N, C, H, W] in memory; a seeded held-out split for pretext accuracy.
-    data = load_dataset(config.data.name, plugins, "train", config.data.image_size)
-    if config.data.exclude_test:  # the probes' carved test split: never pretrained on
-        data = carve_test(data, config.data.exclude_test, config.seed)[0]
-    data = take_subset(data, config.data.subset, config.seed)
-    train_data, heldout = split_holdout(data, config.data.holdout, config.seed)
-    mean, std = config.data.mean, config.data.std
-    if mean is None or std is None:
-        stats = data.stats()
-        config = config.model_copy(
-            update={"data": config.data.model_copy(update={"mean": mean or stats[0], "std": std or stats[1]})}
-        )
-    if len(config.data.mean or ()) != data.images.shape[1] or len(config.data.std or ()) != data.images.shape[1]:
-        raise ConfigError(f"data.mean/std need {data.images.shape[1]} values, one per image channel")
-    images = train_data.images
-    if device.type == "cuda":  # keep the whole uint8 set on the GPU when it is small enough
-        images = images.to(device) if images.numel() < 2**31 else images.pin_memory()
+    # Data: RAM or a streamed store; a seeded held-out split for pretext accuracy.
+    data = load_training_data(config, plugins, place, callbacks)
+    config = _with_statistics(config, data)
+    crop = make_crop(config, data.train)
+    if state is not None:
+        check_resumable(state, config, data.fingerprint, data.images)
+    train_src = data.train
+    if device.type == "cuda" and isinstance(train_src, ImageData):  # RAM data: onto the GPU when small
+        images = train_src.images
+        train_src = replace(train_src, images=images.to(device) if images.numel() < 2**31 else images.pin_memory())
 
-    # Model, optimizer, schedule.
+    # Model, optimizer, schedule, gradient scaler (fp16 only).
     model = build_model(config, plugins).to(device)
     if world > 1 and config.sync_batchnorm:
         # Before the optimizer sees the parameters; same names, so checkpoints are unchanged.
         convert_sync_batchnorm(model, device)
+        if config.compile and device.type == "cuda":
+            log.warning(
+                "torch.compile breaks its graph at every SyncBatchNorm; for speed set sync_batchnorm=false "
+                "(per-GPU statistics) or compile=false"
+            )
     channels_last = bool(config.channels_last) if config.channels_last is not None else device.type != "mps"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -209,93 +284,124 @@ def _train(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(config.schedule.milestones), gamma=config.schedule.gamma
     )
-    start_epoch, history = 0, []
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    start_epoch, start_step, history, resumes = 0, 0, [], []
     if state is not None:
         model.backbone.load_state_dict(state["backbone"])
         model.task.load_state_dict(state["task"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, start_step = int(state["epoch"]), int(state.get("step", 0))
+        history, resumes = list(state["history"]), list(state.get("resumes", []))
+        resumes.append({"epoch": start_epoch, "step": start_step, "changes": changes, "time": time.time()})
     step_model: nn.Module = model
     if world > 1:
-        step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        unused = _has_unused_parameters(model, data.channels, crop.size, device)
+        step_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
     if config.compile:
         step_model = torch.compile(step_model)
 
     batch = config.data.batch_size
     local = batch // world
-    n = images.shape[0]
-    steps = max(1, n // batch)  # drop the last partial batch (BatchNorm, equal-size steps)
-    if place.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "config.json", config.model_dump(mode="json"))
+    n = len(train_src)
+    steps = max(1, n // batch)  # drop the last partial batch: every rank takes exactly `steps` steps
+    if place.is_main and state is None:
+        write_json(out_dir / "config.json", config.model_dump(mode="json"))  # once, when the run starts
     info = {
         "device": str(device), "world_size": world, "train_images": n,
-        "heldout_images": 0 if heldout is None else len(heldout), "steps_per_epoch": steps,
-        "start_epoch": start_epoch, "epochs": config.epochs, "dataset": data.description,
+        "heldout_images": 0 if data.heldout is None else len(data.heldout), "steps_per_epoch": steps,
+        "start_epoch": start_epoch, "start_step": start_step, "epochs": config.epochs, "dataset": data.description,
         "parameters": sum(p.numel() for p in model.backbone.parameters()), "channels_last": channels_last,
-        "precision": config.precision, "out_dir": str(out_dir),
+        "precision": config.precision, "out_dir": str(out_dir), "image_size": crop.size, "crop": crop.mode,
+        "streaming": not isinstance(train_src, ImageData),
     }
     for cb in callbacks:
         cb.on_start(info)
 
+    def checkpoint(epoch_done: int, step: int, partial: list[float]) -> None:
+        save_checkpoint(out_dir / CHECKPOINT, {
+            "config": config.model_dump(mode="json"),
+            "sslkit_version": __version__,
+            "plugins": plugins.versions(),
+            "epoch": epoch_done,
+            "step": step,  # steps done in epoch `epoch_done + 1` (0: at an epoch boundary)
+            "partial": partial,  # that epoch's loss * samples, correct, samples, seconds so far
+            "history": history,
+            "resumes": resumes,
+            "data": {
+                "description": data.description, "shape": [data.channels, crop.size, crop.size],
+                "classes": data.classes, "images": data.images, "fingerprint": data.fingerprint,
+            },
+            "backbone": model.backbone.state_dict(),
+            "task": model.task.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+        })
+
+    every_steps, every_seconds = config.checkpoint.every_steps, (config.checkpoint.every_minutes or 0) * 60
     for epoch in range(start_epoch, config.epochs):
-        generator = torch.Generator(device=device).manual_seed(_seed(config.seed, epoch, 1))
-        torch.manual_seed(_seed(config.seed, epoch, 2))  # module randomness (dropout) replays too
         order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(config.seed, epoch, 3)))
         if n < batch:
             order = order.repeat(batch // n + 1)[:batch]  # tiny datasets: one full batch per epoch
+        first = start_step if epoch == start_epoch else 0
+        shares = [order[s * batch + rank * local : s * batch + (rank + 1) * local] for s in range(first, steps)]
+        partial = state.get("partial") if state is not None and epoch == start_epoch and first else None
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.float64)
+        count, seconds_before = 0, 0.0
+        if partial and place.is_main:  # the interrupted epoch's sums, counted once (rank 0)
+            loss_sum += partial[0]
+            correct += partial[1]
+            count, seconds_before = int(partial[2]), float(partial[3])
         model.train()
-        sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss * samples, correct, samples
-        t0 = time.perf_counter()
-        for step in range(steps):
-            idx = order[step * batch : (step + 1) * batch]
-            x = images[idx.to(images.device)].to(device, non_blocking=True)  # [B, C, H, W] uint8
-            # Augment the global batch, then take this process's share: N processes see exactly
-            # the images one process would.
-            x = random_crop_flip(x, config.data.crop_padding, config.data.flip, generator)
-            x = normalize(x[rank * local : (rank + 1) * local], config.data.mean, config.data.std)
-            inputs, targets = model.task.prepare(x, generator)  # e.g. [4B, C, H, W], [4B]
+        t0 = last_save = time.perf_counter()
+        batches = iterate_batches(train_src, shares, device, config.data.workers, config.data.decode)
+        for step, x in enumerate(batches, start=first):  # x: uint8 [local, C, H, W] on the device
+            x = crop(x.images, x.sizes, _generator(device, config.seed, epoch, step, 1), batch, rank * local)
+            x = normalize(x, config.data.mean, config.data.std)  # [local, C, S, S] float
+            torch.manual_seed(_seed(config.seed, epoch, step, 2, rank))  # module randomness (dropout)
+            inputs, targets = model.task.prepare(x, _generator(device, config.seed, epoch, step, 3, rank))  # e.g. [4b, C, S, S], [4b]
             with _autocast(device, config.precision):
                 logits = step_model(_channels_last(inputs, channels_last))  # [M, K]
             loss = model.task.loss(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             with torch.no_grad():
                 m = targets.shape[0]
-                sums += torch.stack([loss.detach().double() * m, model.task.correct(logits, targets).double(), torch.tensor(m, device=device, dtype=torch.float64)])
+                loss_sum += loss.detach().double() * m
+                correct += model.task.correct(logits, targets).double()
+                count += m
             if callbacks and (step % 5 == 4 or step == steps - 1):
-                s = sums.tolist()  # a device sync: only every few steps
-                elapsed = time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0  # .item(): a device sync, only every few steps
                 for cb in callbacks:
-                    cb.on_step(epoch, step + 1, steps, {"loss": s[0] / s[2], "acc": s[1] / s[2], "images_per_s": (step + 1) * local / elapsed})
-        seconds = time.perf_counter() - t0
+                    cb.on_step(epoch, step + 1, steps, {"loss": loss_sum.item() / count, "acc": correct.item() / count, "images_per_s": (step + 1 - first) * local / elapsed})
+            now = time.perf_counter()
+            due = (every_steps and (step + 1) % every_steps == 0) or _minutes_due(every_seconds, now - last_save, step, world, device)
+            if due and step + 1 < steps:
+                sums = _global_sums(loss_sum, correct, count, world, device)
+                if place.is_main:
+                    checkpoint(epoch, step + 1, [*sums, seconds_before + now - t0])
+                last_save = now
+        seconds = seconds_before + time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        if world > 1:
-            torch.distributed.all_reduce(sums)
-        loss_sum, correct, count = sums.tolist()
+        loss_total, correct_total, count_total = _global_sums(loss_sum, correct, count, world, device)
         record = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count, "train_acc": correct / count,
-            "images_per_s": steps * batch / seconds, "samples_per_s": count / seconds, "seconds": seconds,
+            "epoch": epoch + 1, "lr": lr, "train_loss": loss_total / count_total, "train_acc": correct_total / count_total,
+            "images_per_s": steps * batch / seconds, "samples_per_s": count_total / seconds, "seconds": seconds,
         }
         if place.is_main:
-            if heldout is not None:
-                record.update(evaluate(model, heldout.images, config, device, channels_last))
+            if data.heldout is not None:
+                record.update(evaluate(model, data.heldout, crop, config, device, channels_last))
             history.append(record)
-            save_checkpoint(out_dir / CHECKPOINT, {
-                "config": config.model_dump(mode="json"),
-                "sslkit_version": __version__,
-                "plugins": plugins.versions(),
-                "epoch": epoch + 1,
-                "history": history,
-                "data": {"description": data.description, "shape": list(data.images.shape[1:]), "classes": data.classes},
-                "backbone": model.backbone.state_dict(),
-                "task": model.task.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            })
+            checkpoint(epoch + 1, 0, [])
             write_jsonl(out_dir / METRICS, history)  # rewritten whole: always matches the checkpoint
         else:
             history.append(record)
@@ -304,3 +410,25 @@ def _train(
         if world > 1:
             torch.distributed.barrier()
     return TrainResult(out_dir, config, history)
+
+
+def _global_sums(loss_sum: Tensor, correct: Tensor, count: int, world: int, device: torch.device) -> list[float]:
+    """[loss * samples, correct, samples] over all processes (one all-reduce)."""
+    sums = torch.stack([loss_sum, correct, torch.tensor(float(count), dtype=torch.float64).to(device)])
+    if world > 1:
+        torch.distributed.all_reduce(sums)
+    return sums.tolist()
+
+
+def _minutes_due(every_seconds: float, since_save: float, step: int, world: int, device: torch.device) -> bool:
+    """Time-based checkpoints. Ranks' clocks differ, so with several processes rank 0's answer is
+    shared, and only every 20 steps (each share is a collective)."""
+    if not every_seconds:
+        return False
+    if world == 1:
+        return since_save >= every_seconds
+    if step % 20 != 19:
+        return False
+    flag = torch.tensor([1.0 if since_save >= every_seconds else 0.0]).to(device)
+    torch.distributed.broadcast(flag, 0)
+    return bool(flag.item())

@@ -1,0 +1,234 @@
+"""Training from packed stores: the same images as RAM, any image size, mid-epoch resume, run folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sslkit.config import assemble
+from sslkit.data.augment import Crop, center_boxes, random_resized_boxes, resample_boxes
+from sslkit.data.datasets import load_folder
+from sslkit.data.source import StoreSource, iterate_batches, open_source
+from sslkit.engine.callbacks import Callback
+from sslkit.engine.rundir import RunLock
+from sslkit.engine.trainer import train
+from sslkit.errors import CheckpointError, ConfigError
+
+TINY = ["backbone.blocks=3", "backbone.width=0.1", "data.batch_size=16", "data.holdout=0.2"]
+
+
+def _folder(root, n=48, size=(32, 32), seed=0):
+    rng = np.random.default_rng(seed)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n // 2):
+            a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            a[: size[1] // 2] //= 3  # a dark top half: rotation is learnable
+            Image.fromarray(a).save(root / c / f"{i:03d}.png")
+    return root
+
+
+def _mixed(root, seed=0):
+    """Mixed sizes, formats and modes, as a user's own collection is."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    sizes = [(40, 30), (64, 64), (120, 90), (200, 150), (640, 480), (90, 160), (50, 50), (300, 200)]
+    for i in range(40):
+        w, h = sizes[i % len(sizes)]
+        a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        a[: h // 2] //= 3
+        im = Image.fromarray(a)
+        if i % 5 == 1:
+            im = im.convert("L")
+        if i % 7 == 2:
+            im = im.convert("RGBA")
+        ext = "png" if i % 2 or im.mode == "RGBA" else "jpg"
+        im.save(root / f"img{i:03d}.{ext}")
+    return root
+
+
+def _config(plugins, data, epochs=1, extra=(), task="rotation"):
+    return assemble(task, plugins, sets=[*TINY, f"data.name={data}", *extra], flags={"epochs": epochs, "device": "cpu"})
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "samples_per_s")} for r in rows]
+
+
+def test_store_and_memory_paths_yield_the_same_images(plugins, tmp_path):
+    from sslkit.data.store import Store, pack
+
+    folder = _folder(tmp_path / "imgs")
+    pack(folder, tmp_path / "store", encoding="raw")
+    memory = load_folder(folder)
+    stream = StoreSource(Store.open(tmp_path / "store"))
+    assert memory.files == stream.store.files and torch.equal(memory.labels, stream.labels)
+    order = torch.randperm(len(memory), generator=torch.Generator().manual_seed(0))
+    batches = [order[i : i + 10] for i in range(0, 40, 10)]
+    got_m = list(iterate_batches(memory, batches, torch.device("cpu")))
+    got_s = list(iterate_batches(stream, batches, torch.device("cpu"), workers=2))
+    assert len(got_s) == 4
+    for a, b in zip(got_m, got_s):
+        assert torch.equal(a.images, b.images)
+        assert b.sizes.tolist() == [[32, 32]] * 10
+
+
+def test_store_training_matches_memory_training(plugins, tmp_path):
+    """Same images, same seed: the streamed run's curve is the in-memory run's, number for number."""
+    from sslkit.data.store import pack
+
+    folder = _folder(tmp_path / "imgs", n=64)
+    pack(folder, tmp_path / "store", encoding="raw")
+    stats = ["data.mean=[0.4,0.4,0.4]", "data.std=[0.25,0.25,0.25]"]  # the two measure them differently
+    memory = train(_config(plugins, str(folder), 2, stats), tmp_path / "a", plugins=plugins).history
+    stream = train(_config(plugins, str(tmp_path / "store"), 2, [*stats, "data.in_memory=false", "data.workers=1"]),
+                   tmp_path / "b", plugins=plugins)
+    assert _strip(stream.history) == _strip(memory)
+    info = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["data"]
+    assert info["shape"] == [3, 32, 32] and info["images"] == 64
+
+
+def test_mixed_sizes_pack_into_the_cache_and_train_at_64px(plugins, tmp_path):
+    folder = _mixed(tmp_path / "mixed")
+    cfg = _config(plugins, str(folder), 1, ["data.image_size=64", "data.in_memory=auto", "data.memory_budget_gb=0.0001"])
+    source = open_source(cfg.data, plugins)
+    assert isinstance(source, StoreSource) and source.uniform_size is None and len(source) == 40
+    result = train(cfg, tmp_path / "run", plugins=plugins)
+    assert result.history[0]["train_loss"] > 0
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["data"]["shape"] == [3, 64, 64] and state["config"]["data"]["crop"] == "auto"
+
+
+def test_mixed_sizes_without_image_size_is_one_line(plugins, tmp_path):
+    folder = _mixed(tmp_path / "mixed")
+    with pytest.raises(ConfigError, match="data.image_size"):
+        train(_config(plugins, str(folder), 1, ["data.memory_budget_gb=0.0001"]), tmp_path / "run", plugins=plugins)
+
+
+def test_context_trains_at_96px_from_a_mixed_store(plugins, tmp_path):
+    from sslkit.data.store import pack
+
+    pack(_mixed(tmp_path / "mixed"), tmp_path / "store")
+    cfg = _config(plugins, str(tmp_path / "store"), 1, ["data.image_size=96", "data.batch_size=8"], task="context")
+    result = train(cfg, tmp_path / "run", plugins=plugins)
+    assert result.history[0]["train_loss"] > 0 and "heldout_acc" in result.history[0]
+
+
+def test_random_resized_boxes_stay_inside_each_image():
+    sizes = torch.tensor([[30, 40], [480, 640], [160, 90], [8, 300]])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        boxes = random_resized_boxes(sizes, (0.08, 1.0), (3 / 4, 4 / 3), g)
+        x1, y1, x2, y2 = boxes.unbind(1)
+        assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 > x1).all() and (y2 > y1).all()
+        assert (x2 <= sizes[:, 1]).all() and (y2 <= sizes[:, 0]).all()
+    # An image too thin for any allowed ratio falls back to its centre, ratio clamped.
+    thin = random_resized_boxes(torch.tensor([[8, 300]]), (0.9, 1.0), (3 / 4, 4 / 3), g)[0]
+    assert (thin[2] - thin[0]) / (thin[3] - thin[1]) == pytest.approx(4 / 3, rel=0.1)
+
+
+def test_boxes_differ_per_image_and_global_draws_slice():
+    """Each image gets its own box; drawing for the global batch and slicing equals drawing alone."""
+    sizes = torch.tensor([[100, 100]] * 8)
+    whole = random_resized_boxes(sizes, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(3))
+    assert len({tuple(b.tolist()) for b in whole}) == 8
+    half = random_resized_boxes(sizes[4:], (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(3), total=8, offset=4)
+    assert torch.equal(half, whole[4:])
+
+
+def test_resample_center_box_of_a_same_size_image_is_identity():
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    out = resample_boxes(x, center_boxes(torch.tensor([[16, 16], [16, 16]])), 16)
+    torch.testing.assert_close(out, x.float(), atol=1e-3, rtol=0)
+
+
+def test_resample_reads_only_the_valid_region_of_padded_images():
+    """A small image padded with zeros into a big batch tensor: its crop never sees the padding."""
+    x = torch.full((2, 3, 50, 60), 0, dtype=torch.uint8)
+    x[1, :, :20, :30] = 200  # image 1 is 20x30 inside the padding
+    crop = Crop("random_resized", 8, scale=(0.5, 1.0))
+    out = crop(x, torch.tensor([[50, 60], [20, 30]]), torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 8, 8) and out[1].min() > 150
+
+
+class _CrashAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, epoch, step, steps, metrics):
+        if epoch == 1 and step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_mid_epoch_checkpoint_resumes_at_its_step(plugins, tmp_path):
+    """checkpoint.every_steps: a run killed mid-epoch resumes at the saved step and ends with the
+    uninterrupted run's metrics and weights."""
+    folder = _folder(tmp_path / "imgs", n=200)
+    extra = ["checkpoint.every_steps=3", "data.holdout=0.04"]  # 192 images, 12 steps an epoch
+    straight = train(_config(plugins, str(folder), 2, extra), tmp_path / "a", plugins=plugins).history
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(plugins, str(folder), 2, extra), tmp_path / "b", plugins=plugins, callbacks=[_CrashAt(10)])
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 9)
+    resumed = train(_config(plugins, str(folder), 2, extra), tmp_path / "b", plugins=plugins, resume=True).history
+    assert _strip(resumed) == _strip(straight)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["backbone"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["backbone"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resume_without_checkpoint_is_an_error_unless_auto(plugins, tmp_path):
+    folder = _folder(tmp_path / "imgs")
+    with pytest.raises(CheckpointError, match="--resume auto"):
+        train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins, resume=True)
+    first = train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins, resume="auto").history
+    again = train(_config(plugins, str(folder), 2), tmp_path / "run", plugins=plugins, resume="auto").history
+    assert len(first) == 1 and len(again) == 2 and again[0] == first[0]
+
+
+def test_resume_keeps_config_json_and_records_changes(plugins, tmp_path):
+    folder = _folder(tmp_path / "imgs")
+    train(_config(plugins, str(folder), 1), tmp_path / "run", plugins=plugins)
+    written = (tmp_path / "run" / "config.json").read_text()
+    train(_config(plugins, str(folder), 2), tmp_path / "run", plugins=plugins, resume=True)
+    assert (tmp_path / "run" / "config.json").read_text() == written
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["resumes"][0]["changes"] == {"epochs": [1, 2]} and state["config"]["epochs"] == 2
+    assert json.loads(written)["epochs"] == 1
+
+
+def test_resume_with_fewer_epochs_than_done_is_an_error(plugins, tmp_path):
+    folder = _folder(tmp_path / "imgs")
+    train(_config(plugins, str(folder), 2), tmp_path / "run", plugins=plugins)
+    with pytest.raises(CheckpointError, match="already trained 2 epochs"):
+        train(_config(plugins, str(folder), 1), tmp_path / "run", plugins=plugins, resume=True)
+
+
+def test_resume_on_changed_data_names_the_change(plugins, tmp_path):
+    folder = _folder(tmp_path / "imgs")
+    train(_config(plugins, str(folder), 1), tmp_path / "run", plugins=plugins)
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(folder / "cat" / "new.png")
+    with pytest.raises(CheckpointError, match="data changed.*48 images then, 49 now"):
+        train(_config(plugins, str(folder), 2), tmp_path / "run", plugins=plugins, resume=True)
+
+
+def test_a_second_writer_is_refused_naming_the_holder(plugins, tmp_path):
+    import os
+
+    folder = _folder(tmp_path / "imgs")
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(CheckpointError, match=f"in use by another sslkit run \\(PID {os.getpid()}\\)"):
+            train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins)
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before writing anything
+    train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins)  # the lock died with its holder
+
+
+def test_out_that_is_a_file_is_one_line(plugins, tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        train(_config(plugins, "sample"), tmp_path / "f", plugins=plugins)
