@@ -1,6 +1,8 @@
 """Training throughput of sslkit vs the compute ceiling and a reference pipeline, in one run.
 
     python benchmarks/train_throughput.py [--width 1.0] [--steps 8] [--json results.json]
+    python benchmarks/train_throughput.py --device cuda --cases ceiling,ceiling_bf16,sslkit,sslkit_bf16,sslkit_bf16_compile,sslkit_nchw
+    python benchmarks/train_throughput.py --device cuda --backbone alexnet --image-size 96 --cases ceiling,sslkit_bf16
 
 Every case runs in its own subprocess, one after another on the same cores, and reports
 images/s (and samples/s after the x4 rotation expansion) and its peak memory (max RSS):
@@ -11,7 +13,9 @@ images/s (and samples/s after the x4 rotation expansion) and its peak memory (ma
   ceiling          forward + backward + SGD step of the same model on tensors already in place,
                    with sslkit's default settings (no data pipeline)
   sslkit           `sslkit.train` itself, default settings (fp32, channels_last), warm epoch
-  sslkit_bf16      the same with precision=bf16
+  sslkit_bf16      the same with precision=bf16 (also: sslkit_fp16, sslkit_bf16_compile, sslkit_nchw:
+                   any of _bf16/_fp16, _compile, _nchw (channels_last off) after "sslkit")
+  ceiling_bf16     the ceiling under bf16 autocast
   reference        reference data pipeline + NCHW fp32 model step (what the official code runs)
 
 Ratios printed at the end are the targets of the performance issue. Use --accuracy to also
@@ -74,14 +78,24 @@ def _reference_loader(images, batch: int, workers: int):
     )
 
 
-def _model(width: float, blocks: int, channels_last: bool):
+def _backbone_sets(args) -> list[str]:
+    if args.backbone == "nin":
+        return [f"backbone.width={args.width}", f"backbone.blocks={args.blocks}"]
+    return [f"backbone.name={args.backbone}"] + ([f"backbone.width={args.width}"] if args.backbone == "alexnet" else [])
+
+
+def _model(width: float, blocks: int, channels_last: bool, args=None):
     import torch
 
     from sslkit import create_backbone, create_task
     from sslkit.engine.trainer import PretextModel
 
-    backbone = create_backbone("nin", blocks=blocks, width=width)
+    name = getattr(args, "backbone", "nin")
+    opts = {"blocks": blocks, "width": width} if name == "nin" else ({"width": width} if name == "alexnet" else {})
+    backbone = create_backbone(name, **opts)
     model = PretextModel(backbone, create_task("rotation", backbone))
+    if args is not None:
+        model = model.to(args.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -131,26 +145,41 @@ def run_case(case: str, args) -> dict:
             for x, y in loader:
                 n_batches += 1
         return {"images_per_s": n_batches * batch / (time.perf_counter() - t0)}
-    if case == "ceiling":
-        model, opt = _model(args.width, args.blocks, channels_last=True)
-        x = torch.randn(4 * batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-        y = torch.arange(4).repeat_interleave(batch)
-        _step(model, opt, x, y)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            _step(model, opt, x, y)
-        return {"images_per_s": steps * batch / (time.perf_counter() - t0)}
-    if case in ("sslkit", "sslkit_bf16"):
+    if case in ("ceiling", "ceiling_bf16"):
+        device = torch.device(args.device)
+        model, opt = _model(args.width, args.blocks, channels_last=True, args=args)
+        x = torch.randn(4 * batch, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.arange(4 * batch, device=device) // batch
+        autocast = torch.autocast(device.type, torch.bfloat16, enabled=case == "ceiling_bf16")
+
+        def timed_steps(n: int) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                with autocast:
+                    _step(model, opt, x, y)
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # kernels run asynchronously: wait for the last one
+            return time.perf_counter() - t0
+
+        timed_steps(2)  # warm-up: cuDNN algorithm choice, allocator
+        return {"images_per_s": steps * batch / timed_steps(steps)}
+    if case.startswith("sslkit"):
         from sslkit.config import assemble
         from sslkit.engine.trainer import train
         from sslkit.plugins import load_plugins
 
         plugins = load_plugins()
-        sets = [f"backbone.width={args.width}", f"backbone.blocks={args.blocks}", f"data.subset={batch * steps}",
-                f"data.batch_size={batch}", "data.holdout=0"]
-        if case == "sslkit_bf16":
-            sets.append("precision=bf16")
-        cfg = assemble("rotation", plugins, sets=sets, flags={"epochs": 2, "device": "cpu"})
+        sets = [*_backbone_sets(args), f"data.subset={batch * steps}", f"data.batch_size={batch}", "data.holdout=0"]
+        if args.image_size != 32:
+            sets.append(f"data.image_size={args.image_size}")
+        flags = set(case.split("_")[1:])
+        unknown = flags - {"bf16", "fp16", "compile", "nchw"}
+        if unknown:
+            raise SystemExit(f"unknown case {case}")
+        sets += [f"precision={p}" for p in ("bf16", "fp16") if p in flags]
+        sets += ["compile=true"] if "compile" in flags else []
+        sets += ["channels_last=false"] if "nchw" in flags else []
+        cfg = assemble("rotation", plugins, sets=sets, flags={"epochs": 2, "device": args.device})
         with tempfile.TemporaryDirectory() as out:
             history = train(cfg, out, plugins=plugins).history
         return {"images_per_s": history[-1]["images_per_s"]}  # the second (warm) epoch
@@ -195,6 +224,9 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the model cases; the data cases stay on the CPU)")
+    parser.add_argument("--backbone", default="nin", choices=["nin", "resnet18", "alexnet"])
+    parser.add_argument("--image-size", type=int, default=32, help="training input size (alexnet: 96)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case
     args = parser.parse_args()
 
@@ -208,29 +240,35 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     base = [sys.executable, __file__, "--width", str(args.width), "--blocks", str(args.blocks), "--batch",
-            str(args.batch), "--steps", str(args.steps), "--workers", str(args.workers), "--data-repeats", str(args.data_repeats)]
+            str(args.batch), "--steps", str(args.steps), "--workers", str(args.workers), "--data-repeats", str(args.data_repeats),
+            "--device", args.device, "--backbone", args.backbone, "--image-size", str(args.image_size)]
     cases = args.cases.split(",") + (["accuracy"] if args.accuracy else [])
     for case in cases:
         proc = subprocess.run([*base, "--case", case], capture_output=True, text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not line:
-            raise SystemExit(f"case {case} failed:\n{proc.stderr[-2000:]}")
+        if proc.returncode or not line:  # recorded; the other cases still run
+            tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
+            results[case] = {"error": tail[0][:300]}
+            print(f"case {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
+            continue
         results[case] = json.loads(line[0][7:])
         print(f"{case:15s} {json.dumps(results[case])}", flush=True)
 
     def ratio(a: str, b: str) -> float | None:
-        if a in results and b in results:
+        if "images_per_s" in results.get(a, {}) and "images_per_s" in results.get(b, {}):
             return results[a]["images_per_s"] / results[b]["images_per_s"]
         return None
 
     ratios = {
         "data path: sslkit / reference (target >= 10)": ratio("data_sslkit", "data_reference"),
         "train step: sslkit / compute ceiling (target >= 0.9)": ratio("sslkit", "ceiling"),
+        "train step bf16: sslkit_bf16 / ceiling_bf16 (target >= 0.9)": ratio("sslkit_bf16", "ceiling_bf16"),
         "end to end: sslkit fp32 / reference (target >= 1.3)": ratio("sslkit", "reference"),
         "end to end: sslkit bf16 / reference (target >= 2)": ratio("sslkit_bf16", "reference"),
     }
-    print(f"\nNIN-{args.blocks} width {args.width}, batch {args.batch} images (x4 rotations), "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    what = f"NIN-{args.blocks} width {args.width}" if args.backbone == "nin" else args.backbone
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"\n{what} at {args.image_size} px, batch {args.batch} images (x4 rotations), {where}, torch {torch.__version__}")
     print(f"{'case':16s}{'images/s':>10s}{'samples/s':>11s}{'max RSS MiB':>13s}")
     for case, r in results.items():
         if "images_per_s" in r:

@@ -25,8 +25,9 @@ def main(out_dir: str) -> float:
         sets=["backbone.width=0.25", "data.subset=2000"],
         flags={"epochs": 1, "data": {"name": "sample"}},
     )
-    result = train(config, out_dir, plugins=plugins)
-    print(f"held-out rotation accuracy: {result.last['heldout_acc']:.1%}")
+    run = train(config, out_dir, plugins=plugins)  # a complete RunConfig: no overrides
+    accuracy = run.history[-1]["heldout_acc"]
+    print(f"held-out rotation accuracy: {accuracy:.1%}")
 
     # The checkpoint carries its config: rebuild the backbone and load the trained weights.
     state = load_checkpoint(out_dir)
@@ -35,7 +36,7 @@ def main(out_dir: str) -> float:
     encoder.load_state_dict(state["backbone"])
     features = encoder(torch.randn(2, 3, 32, 32), ["block2"])["block2"]
     print(f"block2 features: {tuple(features.shape)}")  # (2, 48, 8, 8) at width 0.25
-    return result.last["heldout_acc"]
+    return accuracy
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """sslkit: plugin-based self-supervised learning for PyTorch.
 
+``sslkit.list_backbones()``, ``sslkit.create_backbone(name, **cfg)``, ``sslkit.train(task, ...)``
+and ``sslkit.load(run_dir)`` are the short path (see :mod:`sslkit.api`).
+
 The public surface is imported lazily, so ``sslkit --help`` does not pay for importing torch.
 """
 
@@ -28,7 +31,15 @@ _LAZY = {
     "create_probe": "sslkit.factory",
     "load_dataset": "sslkit.data.datasets",
     "ImageData": "sslkit.data.datasets",
-    "train": "sslkit.engine.trainer",
+    "train": "sslkit.api",
+    "load": "sslkit.api",
+    "list_tasks": "sslkit.api",
+    "list_backbones": "sslkit.api",
+    "list_probes": "sslkit.api",
+    "list_loggers": "sslkit.api",
+    "Run": "sslkit.run",
+    "Callback": "sslkit.engine.callbacks",
+    "RunContext": "sslkit.engine.callbacks",
     "load_checkpoint": "sslkit.engine.checkpoint",
 }
 

@@ -34,42 +34,78 @@ class DataConfig(_Section):
         0.0, ge=0.0, lt=0.5,
         description="leave out the seeded fraction that the probes carve as their test split (for data without one)",
     )
-    image_size: int | None = Field(None, ge=8, description="resize folder images to this size (default: keep)")
-    crop_padding: int = Field(4, ge=0, description="random crop with this much zero padding (0: off)")
+    image_size: int | None = Field(
+        None, ge=8,
+        description="training input size in pixels (default: the images' own size when they all share one)",
+    )
+    crop: Literal["auto", "pad_crop", "random_resized", "center"] = Field(
+        "auto",
+        description=(
+            "pad_crop: random crop of the zero-padded image (CIFAR); random_resized: a random box per image "
+            "resampled to image_size; center: the central square; auto: pad_crop when the images already have "
+            "the training size, else random_resized"
+        ),
+    )
+    crop_padding: int = Field(4, ge=0, description="pad_crop: zero padding on each side (0: no crop)")
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="random_resized: range of the box's area fraction")
+    crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="random_resized: range of the box's aspect ratio")
     flip: bool = Field(True, description="random horizontal flip")
+    in_memory: bool | Literal["auto"] = Field(
+        "auto",
+        description="decode everything into RAM (true), stream from a packed store (false), or auto: RAM when the "
+        "images share one size and fit data.memory_budget_gb",
+    )
+    memory_budget_gb: float = Field(4.0, gt=0, description="auto: largest decoded dataset held in RAM, in GiB")
+    workers: int | None = Field(
+        None, ge=0, description="streaming: DataLoader worker processes that read and decode (default: CPUs, at most 8)"
+    )
+    decode: Literal["cpu", "gpu"] = Field(
+        "cpu", description="streaming JPEG stores: decode in CPU workers, or batched on the GPU (nvJPEG)"
+    )
     mean: tuple[float, ...] | None = Field(None, description="per-channel mean in [0,1] (default: the dataset's)")
     std: tuple[float, ...] | None = Field(None, description="per-channel std in [0,1] (default: the dataset's)")
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
+    name: Literal["sgd", "adamw"] = Field("sgd", description="optimizer")
+    lr: float = Field(0.1, gt=0, description="learning rate at the start (the schedule lowers it)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(True, description="SGD: Nesterov momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 penalty (adamw: decoupled weight decay)")
 
 
 class ScheduleConfig(_Section):
     milestones: tuple[int, ...] = Field((30, 60, 80), description="epochs after which lr *= gamma")
-    gamma: float = Field(0.2, gt=0)
+    gamma: float = Field(0.2, gt=0, description="learning-rate factor at each milestone")
+
+
+class CheckpointConfig(_Section):
+    every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps within an epoch")
+    every_minutes: float | None = Field(None, gt=0, description="also checkpoint every N minutes within an epoch")
 
 
 class RunConfig(_Section):
     """Everything that defines a pretraining run; stored in every checkpoint."""
 
-    task: dict[str, Any]
-    backbone: dict[str, Any]
+    task: dict[str, Any] = Field(description="the pretext task: name plus its own options (tables below)")
+    backbone: dict[str, Any] = Field(description="the encoder: name plus its own options (tables below)")
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    epochs: int = Field(100, ge=1)
-    seed: int = 0
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    epochs: int = Field(100, ge=1, description="passes over the training data")
+    seed: int = Field(0, description="seeds weights, augmentation, pretext draws and splits")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only)"
+    )
     channels_last: bool | None = Field(None, description="default: on (except on MPS); measured 1.7x faster for NIN on CPU")
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the model (faster steps after a slow first one)")
     sync_batchnorm: bool = Field(True, description="with several processes, BatchNorm statistics over the global batch")
-    preset: str | None = None
+    dist_timeout_minutes: float = Field(
+        30.0, gt=0, description="several processes: how long a rank waits for the others (rank 0 evaluates and saves)"
+    )
+    preset: str | None = Field(None, description="the task's preset these values started from (default: the task's default)")
 
     @field_validator("task", "backbone")
     @classmethod
@@ -117,9 +153,18 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON or TOML file of config keys (the same keys as --set, as nested tables)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config '{path}': is a folder; give a .json or .toml file")
     if not path.is_file():
         raise ConfigError(f"--config '{path}': no such file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--config '{path}': not UTF-8 text (byte {exc.start}); save it as UTF-8 .json or .toml"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"--config '{path}': cannot read it ({exc.strerror}); check its permissions") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)

@@ -2,8 +2,8 @@
 
 A plugin is a module (found through the ``sslkit`` entry-point group) that implements any of
 these hooks with :data:`sslkit.hookimpl`. Each hook receives a ``register`` callable; call it once
-per thing the plugin provides. Built-in backbones, probes and datasets are registered through
-the same hooks, so a first-party plugin looks exactly like a third party's::
+per thing the plugin provides. Built-in backbones, probes, datasets and loggers are registered
+through the same hooks, so a first-party plugin looks exactly like a third party's::
 
     from sslkit import hookimpl
 
@@ -38,3 +38,10 @@ def register_probes(register):
 @hookspec
 def register_datasets(register):
     """Register datasets: ``register(name, loader)``, loader a :class:`sslkit.data.DatasetLoader`."""
+
+
+@hookspec
+def register_callbacks(register):
+    """Register training callbacks, e.g. experiment loggers: ``register(name, CallbackClass)``, a
+    :class:`sslkit.engine.callbacks.Callback` subclass built as ``CallbackClass(context)`` (a
+    :class:`sslkit.engine.callbacks.RunContext`) when a run asks for it with ``--logger name``."""

@@ -3,13 +3,17 @@
 :func:`load_plugins` imports every module of the ``sslkit`` entry-point group one at a time (the
 built-in backbones, probes and datasets are entry points of the ``sslkit`` distribution itself),
 then asks each plugin's ``register_*`` hooks what it provides. A plugin that fails to import,
-implements a hook that does not exist (a misspelling) or raises while registering is skipped with
-a warning that names it; the rest still load. Two plugins registering the same name is an error
-that names both.
+implements a hook that does not exist (a misspelling) or raises (or calls ``sys.exit``) while
+importing or registering is skipped with a warning that names it; the rest still load.
+
+Two plugins registering the same name is a *conflict* (pytest's model): neither wins, both are
+named in a warning on every command and in ``sslkit plugins``, commands that do not use the name
+run as usual, and using it is a one-line error that says how to disable one of them. A name is
+never silently renamed or overridden.
 
 Selection (``SSLKIT_PLUGINS`` or ``sslkit --plugins``): a comma-separated list. ``-name``
 disables a plugin; plain names load only those plugins (plus sslkit's built-ins); ``none``
-loads only the built-ins.
+loads only the built-ins. A name that is not an installed plugin is an error with a suggestion.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Callable, Sequence
 import pluggy
 
 from . import hookspecs
+from .errors import PluginError
 from .registry import Provider, Registry, suggest
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,7 @@ HOOKS = {
     "register_backbones": "backbones",
     "register_probes": "probes",
     "register_datasets": "datasets",
+    "register_callbacks": "callbacks",
 }
 
 
@@ -79,6 +85,17 @@ class Selection:
             return False
         return builtin or self.only is None or name in self.only
 
+    def check(self, installed: Sequence[str]) -> None:
+        """Fail on a selected or disabled name that is not an installed plugin: a typo would
+        otherwise load nothing (or disable nothing) without a word."""
+        known = sorted(set(installed))
+        for name in sorted((self.only or frozenset()) | self.disabled):
+            if name not in known:
+                raise PluginError(
+                    f"--plugins/{ENV_VAR} names '{name}', which is not an installed plugin"
+                    f"{suggest(name, known)}; installed plugins: {', '.join(known) or 'none'}"
+                )
+
 
 @dataclass
 class Plugins:
@@ -90,6 +107,7 @@ class Plugins:
     backbones: Registry[Any] = field(default_factory=lambda: Registry("backbone"))
     probes: Registry[Any] = field(default_factory=lambda: Registry("probe"))
     datasets: Registry[Any] = field(default_factory=lambda: Registry("dataset"))
+    callbacks: Registry[Any] = field(default_factory=lambda: Registry("logger"))
 
     def versions(self) -> dict[str, str]:
         """{plugin: 'distribution version'} of the loaded plugins, recorded in checkpoints."""
@@ -100,7 +118,7 @@ class Plugins:
         }
 
     def registries(self) -> list[Registry[Any]]:
-        return [self.tasks, self.backbones, self.probes, self.datasets]
+        return [self.tasks, self.backbones, self.probes, self.datasets, self.callbacks]
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -133,6 +151,17 @@ def _check_hooks(pm: pluggy.PluginManager, plugin: object) -> str | None:
     return None
 
 
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise TypeError(f"invalid name {name!r}: use a non-empty string without surrounding spaces")
+
+
 def _register(
     pm: pluggy.PluginManager,
     plugins: Plugins,
@@ -145,8 +174,10 @@ def _register(
     fix = f"fix or uninstall it, or disable it with {ENV_VAR}='-{name}'"
     try:
         module = load()
-    except Exception as exc:  # any import-time failure of third-party code
-        record.status, record.error = "failed", f"failed to import: {type(exc).__name__}: {exc}"
+    except BaseException as exc:  # any import-time failure of third-party code, sys.exit() included
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        record.status, record.error = "failed", f"failed to import: {_why(exc)}"
     else:
         if pm.get_plugin(name) is not None:
             record.status, record.error = "failed", "another plugin is already loaded under this name"
@@ -170,9 +201,10 @@ def _collect(plugins: Plugins) -> None:
     A plugin's registrations from all its hooks are staged first and added only if none of its
     hooks raised and every object has the right type: a failing plugin registers nothing.
     """
+    from .engine.callbacks import Callback
     from .interfaces import Backbone, PretextTask, Probe  # torch is needed from here on
 
-    expected: dict[str, Any] = {"tasks": PretextTask, "backbones": Backbone, "probes": Probe}
+    expected: dict[str, Any] = {"tasks": PretextTask, "backbones": Backbone, "probes": Probe, "callbacks": Callback}
     impls: dict[str, list[tuple[str, str, Any]]] = {}
     for hook_name, attr in HOOKS.items():
         for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():
@@ -187,12 +219,15 @@ def _collect(plugins: Plugins) -> None:
                 impl.function(register=lambda name, obj, _a=attr: staged.append((_a, name, obj)))
                 base = expected.get(attr)
                 for _, name, obj in (s for s in staged if s[0] == attr):
+                    _check_name(name)
                     if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
                         raise TypeError(f"{name!r} is not a subclass of sslkit.{base.__name__}")
                     if base is None and not callable(obj):
                         raise TypeError(f"dataset {name!r} is not a callable loader")
-        except Exception as exc:
-            record.status, record.error = "failed", f"{hook_name} raised {type(exc).__name__}: {exc}"
+        except BaseException as exc:  # third-party code: sys.exit() in a hook skips the plugin too
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            record.status, record.error = "failed", f"{hook_name} failed: {_why(exc)}"
             log.warning(
                 "plugin '%s' was not loaded: %s; fix or uninstall it, or disable it with %s='-%s'",
                 record.name, record.error, ENV_VAR, record.name,
@@ -200,7 +235,30 @@ def _collect(plugins: Plugins) -> None:
             continue
         provider = Provider(record.name, record.distribution, record.version)
         for attr, name, obj in staged:
-            getattr(plugins, attr).register(name, obj, provider)  # duplicates raise, naming both
+            getattr(plugins, attr).register(name, obj, provider)  # a duplicate becomes a conflict
+
+
+def _warn_conflicts(plugins: Plugins) -> None:
+    for registry in plugins.registries():
+        for name in registry.conflicts():
+            log.warning("%s", registry.conflict_message(name))
+
+
+def _note_disabled(plugins: Plugins) -> None:
+    """Tell each registry which plugins the selection disabled, so that an unknown name can say
+    so (``--plugins -backbones`` leaves no backbones at all)."""
+    disabled = [r for r in plugins.records if r.status == "disabled"]
+    for attr in HOOKS.values():
+        registry: Registry[Any] = getattr(plugins, attr)
+        for r in disabled:
+            # sslkit's built-in plugins are named after the registry they fill
+            registry.disabled[r.name] = "built-in" if r.distribution == "sslkit" and r.name == attr else ""
+
+
+def _local_name(obj: object) -> str:
+    if isinstance(obj, str):
+        return obj
+    return getattr(obj, "__name__", None) or type(obj).__name__
 
 
 def load_plugins(
@@ -220,8 +278,10 @@ def load_plugins(
     chosen = Selection.parse(selection)
     pm = make_plugin_manager()
     plugins = Plugins(manager=pm)
+    eps = _entry_points() if entry_points else []
+    chosen.check([ep.name for ep in eps] + [_local_name(obj) for obj in extra])
     if entry_points:
-        for ep in _entry_points():
+        for ep in eps:
             dist = _dist_of(ep)
             builtin = dist[0] == "sslkit"
             if not chosen.allows(ep.name, builtin):
@@ -229,11 +289,13 @@ def load_plugins(
                 continue
             _register(pm, plugins, ep.name, ep.load, dist)
     for obj in extra:
-        name = getattr(obj, "__name__", None) or type(obj).__name__
+        name = _local_name(obj)
         if isinstance(obj, str):
-            name, obj = obj, importlib.import_module(obj)
+            obj = importlib.import_module(obj)
         _register(pm, plugins, name, lambda o=obj: o, (None, None))
     _collect(plugins)
+    _warn_conflicts(plugins)
+    _note_disabled(plugins)
     failures = {r.name: r.error or "" for r in plugins.records if r.status == "failed"}
     for registry in plugins.registries():
         registry.load_failures.update(failures)

@@ -10,6 +10,13 @@ from .errors import DuplicateNameError, UnknownNameError
 
 T = TypeVar("T")
 
+# First-party plugins shipped as separate packages: {name: (kind, distribution)}, so that asking
+# for one with only the core installed names the package to install.
+FIRST_PARTY: dict[str, tuple[str, str]] = {
+    "rotation": ("pretext task", "sslkit-rotation"),
+    "context": ("pretext task", "sslkit-context"),
+}
+
 
 @dataclass(frozen=True)
 class Provider:
@@ -42,14 +49,18 @@ def suggest(name: str, choices: list[str]) -> str:
 class Registry(Generic[T]):
     """Registered names of one kind ("pretext task", "backbone", ...).
 
-    Names are unique: a second registration of a name is an error that names both plugins,
-    never a silent override or rename.
+    Names are unique. A second registration of a name is a *conflict*: neither registration
+    wins (no silent override or rename), the name leaves the table, and using it raises
+    :class:`DuplicateNameError` naming every plugin that registered it; other names still work.
     """
 
     kind: str
     _entries: dict[str, Entry[T]] = field(default_factory=dict)
-    # Set by the plugin loader so that "unknown name" can say which plugin failed to load.
+    _conflicts: dict[str, list[Provider]] = field(default_factory=dict)
+    # Set by the plugin loader so that "unknown name" can say which plugin failed to load ...
     load_failures: dict[str, str] = field(default_factory=dict)
+    # ... or which the selection disabled: {plugin: "built-in" or ""}.
+    disabled: dict[str, str] = field(default_factory=dict)
 
     def register(self, name: str, obj: T, provider: Provider) -> None:
         if not isinstance(name, str) or not name or name != name.strip():
@@ -57,14 +68,25 @@ class Registry(Generic[T]):
                 f"{provider.describe()} registered an invalid {self.kind} name {name!r}: "
                 "use a non-empty string without surrounding spaces"
             )
-        if name in self._entries:
-            first = self._entries[name].provider
-            raise DuplicateNameError(
-                f"{self.kind} '{name}' is registered by both {first.describe()} and "
-                f"{provider.describe()}: uninstall or disable one of them "
-                "(SSLKIT_PLUGINS='-NAME' or --plugins '-NAME')"
-            )
-        self._entries[name] = Entry(name, obj, provider)
+        if name in self._conflicts:
+            self._conflicts[name].append(provider)
+        elif name in self._entries:
+            self._conflicts[name] = [self._entries.pop(name).provider, provider]
+        else:
+            self._entries[name] = Entry(name, obj, provider)
+
+    def conflicts(self) -> dict[str, list[Provider]]:
+        """{name: the providers that all registered it}, for names that are unusable."""
+        return {n: list(p) for n, p in sorted(self._conflicts.items())}
+
+    def conflict_message(self, name: str) -> str:
+        providers = self._conflicts[name]
+        both = " and ".join(p.describe() for p in providers)
+        off = " or ".join(f"--plugins -{p.plugin}" for p in providers)
+        return (
+            f"{self.kind} '{name}' is registered by both {both}; sslkit uses neither: "
+            f"uninstall one or disable it with {off} (or SSLKIT_PLUGINS)"
+        )
 
     def get(self, name: str) -> T:
         return self.entry(name).obj
@@ -73,18 +95,54 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            known = sorted(self._entries)
-            hint = suggest(name, known)
-            msg = f"unknown {self.kind} '{name}'{hint}; known: {', '.join(known) or 'none'}"
-            if self.load_failures:
-                msg += f" (plugins that failed to load: {', '.join(sorted(self.load_failures))})"
-            raise UnknownNameError(msg) from None
+            if name in self._conflicts:
+                raise DuplicateNameError(self.conflict_message(name)) from None
+            family = self._family(name)
+            if family is not None:
+                return family
+            raise UnknownNameError(self._unknown(name)) from None
+
+    def _family(self, name: str) -> Entry[T] | None:
+        """``prefix/rest`` when ``prefix/`` is registered: a family of names (``timm/resnet18``)
+        resolved by its object's ``variant(rest)``, so a plugin need not register every member."""
+        prefix, sep, rest = name.partition("/")
+        family = self._entries.get(prefix + sep) if sep and rest else None
+        if family is None or not hasattr(family.obj, "variant"):
+            return None
+        return Entry(name, family.obj.variant(rest), family.provider)
+
+    def _unknown(self, name: str) -> str:
+        known = sorted(self._entries)
+        msg = f"unknown {self.kind} '{name}'{suggest(name, known)}; known: {', '.join(known) or 'none'}"
+        if name in self.disabled:  # first-party plugins are named after what they register
+            msg += f" (the plugin '{name}' is disabled by --plugins/SSLKIT_PLUGINS: enable it there)"
+            return msg
+        if name in FIRST_PARTY and self.kind == FIRST_PARTY[name][0]:
+            msg += f" ('{name}' is in the {FIRST_PARTY[name][1]} package: pip install {FIRST_PARTY[name][1]})"
+        if self.load_failures:
+            msg += f" (plugins that failed to load: {', '.join(sorted(self.load_failures))})"
+        builtin = [p for p, note in self.disabled.items() if note == "built-in"]
+        if builtin:
+            msg += (
+                f" (the built-in plugin '{builtin[0]}' is disabled by --plugins/SSLKIT_PLUGINS: "
+                f"remove '-{builtin[0]}' to use sslkit's {self.kind}s)"
+            )
+        elif self.disabled:
+            msg += f" (plugins disabled by --plugins/SSLKIT_PLUGINS: {', '.join(sorted(self.disabled))})"
+        return msg
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """Registered names that build something; families (``timm/``) are in :meth:`families`."""
+        return [n for n in sorted(self._entries) if not n.endswith("/")]
+
+    def families(self) -> list[str]:
+        """Registered name prefixes whose members are resolved on demand (``timm/`` -> ``timm/resnet18``)."""
+        return [n for n in sorted(self._entries) if n.endswith("/")]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        # A contested name is registered (by several plugins): callers that test "in" before
+        # get() then reach get(), which names the plugins, instead of "unknown name".
+        return name in self._entries or name in self._conflicts
 
     def __iter__(self) -> Iterator[Entry[T]]:
         return iter(self._entries[n] for n in sorted(self._entries))
@@ -104,4 +162,18 @@ def as_rows(registry: Registry[Any]) -> list[dict[str, str | None]]:
             "version": e.provider.version,
         }
         for e in registry
+    ]
+
+
+def conflict_rows(registry: Registry[Any]) -> list[dict[str, Any]]:
+    """One row per contested name: the kind, the name, every provider and the one-line fix."""
+    return [
+        {
+            "kind": registry.kind,
+            "name": name,
+            "plugins": [p.plugin for p in providers],
+            "distributions": [p.distribution for p in providers],
+            "message": registry.conflict_message(name),
+        }
+        for name, providers in registry.conflicts().items()
     ]

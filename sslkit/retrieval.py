@@ -11,6 +11,7 @@ Learning by Context Prediction", ICCV 2015 (fig. 4): each query, then its neares
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from .errors import DeployError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,13 +128,15 @@ def neighbor_grid(
     height = pad + (tile + caption + pad) * len(queries)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
+    unreadable: set[Path] = set()
 
     def put(path: Path, x: int, y: int) -> None:
         try:
             with Image.open(path) as im:
                 canvas.paste(ImageOps.fit(im.convert("RGB"), (tile, tile), Image.Resampling.BICUBIC), (x, y))
-        except Exception:  # a file gone since embedding: a grey tile, the grid still says which
+        except Exception:  # a file gone or broken since embedding (PIL raises several types): grey
             draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=(200, 200, 200))
+            unreadable.add(path)
 
     for r, (q, row) in enumerate(zip(queries, neighbors)):
         y = pad + r * (tile + caption + pad)
@@ -142,4 +147,11 @@ def neighbor_grid(
             x = pad + (tile + pad) * (c + 1) + gap
             put(path, x, y)
             draw.text((x, y + tile + 1), f"{float(sims[r, c]):.3f}", fill=(0, 0, 0))
+    if unreadable:
+        shown = len(set(queries) | {p for row in neighbors for p in row})
+        first = sorted(unreadable)[0]
+        log.warning(
+            "%d of the %d images in the grid could not be read (e.g. '%s': moved or deleted since "
+            "embedding) and are drawn as grey tiles; embed the images again", len(unreadable), shown, first,
+        )
     return canvas

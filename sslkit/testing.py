@@ -30,13 +30,15 @@ The checks only use the public interfaces, so a plugin that passes them trains w
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import io
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +121,36 @@ def _config(cls: type, options: Mapping[str, Any] | None, prefix: str) -> Config
     return validate_section(cls.Config, dict(options or {}), prefix)  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """float32 convolutions and matmuls without TF32 inside the block; the settings are restored after.
+
+    The checks compare channels_last with contiguous outputs at 1e-4. On CUDA (Ampere and
+    later) cuDNN convolutions use TF32 by default (10-bit mantissa, ~1e-3 relative error), and
+    the two memory formats run different kernels, so they would differ by more than 1e-4 on a
+    correct plugin. TF32 is turned off during the checks rather than the tolerance loosened on
+    CUDA, so the comparison keeps the same power on every device.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _in_full_fp32(check: _F) -> _F:
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with full_fp32():
+            return check(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
 def _device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -192,6 +224,7 @@ def _fit(report: Report, params: Sequence[nn.Parameter], step_loss: Callable[[],
 # --------------------------------------------------------------------------- backbones
 
 
+@_in_full_fp32
 def check_backbone(
     backbone: str | type[Backbone],
     *,
@@ -351,6 +384,7 @@ def _build_backbone(spec: Any, options: Mapping[str, Any] | None, plugins: Plugi
     return lambda: cls(config)
 
 
+@_in_full_fp32
 def check_task(
     task: str | type[PretextTask],
     *,
@@ -450,6 +484,7 @@ def check_task(
 # --------------------------------------------------------------------------- probes
 
 
+@_in_full_fp32
 def check_probe(
     probe: str | type[Probe],
     *,

@@ -18,3 +18,17 @@ def plugins():
     from sslkit.plugins import load_plugins
 
     return load_plugins()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need an NVIDIA GPU that torch can use: skipped, with the reason, without one."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in marked:
+        item.add_marker(skip)

@@ -143,8 +143,12 @@ def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_name
     assert pip.returncode == 0, pip.stderr[-3000:]
     env = _env(PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
 
-    # The duplicate is an error naming both plugins, their distributions and the name.
+    # The duplicate is a conflict: listed and warned about, and using the name is an error
+    # naming both plugins, their distributions and the name.
     proc = _sslkit("plugins", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert [c["name"] for c in json.loads(proc.stdout)["conflicts"]] == ["kit_flip"]
+    proc = _sslkit("train", "kit_flip", env=env)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import json
 import logging
@@ -15,7 +16,7 @@ from torch import nn
 
 import sslkit.plugins as plugins_mod
 from sslkit import hookimpl
-from sslkit.errors import DuplicateNameError, UnknownNameError
+from sslkit.errors import DuplicateNameError, PluginError, UnknownNameError
 from sslkit.factory import create_backbone
 from sslkit.interfaces import Backbone, Config, Stage
 from sslkit.plugins import Selection, load_plugins
@@ -150,13 +151,33 @@ class DupB:
         register("dup", OtherBackbone)
 
 
-def test_duplicate_name_names_both_plugins():
+class DupC:
+    @staticmethod
+    @hookimpl
+    def register_backbones(register):
+        register("dup", TinyBackbone)
+        register("unique_c", TinyBackbone)
+
+
+def test_duplicate_name_is_a_conflict_naming_both_plugins(caplog):
+    """pytest's model: both plugins load, the name is unusable, everything else works."""
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(extra=[DupA, DupB, DupC], entry_points=False)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "'dup'" in warnings[0] and all(f"plugin '{p}'" in warnings[0] for p in ("DupA", "DupB", "DupC"))
+    assert "--plugins -DupA" in warnings[0]
+    assert all(_record(plugins, p).status == "loaded" for p in ("DupA", "DupB", "DupC"))
+    assert plugins.backbones.names() == ["unique_c"]  # neither 'dup' wins, the others work
+    assert "dup" in plugins.backbones  # registered, so callers reach get() and its error
     with pytest.raises(DuplicateNameError) as info:
-        load_plugins(extra=[DupA, DupB], entry_points=False)
+        plugins.backbones.get("dup")
     msg = str(info.value)
-    assert "'dup'" in msg
-    assert "DupA" in msg and "DupB" in msg
-    assert "\n" not in msg
+    assert msg == warnings[0] and "\n" not in msg
+    assert list(plugins.backbones.conflicts()) == ["dup"]
+    assert [p.plugin for p in plugins.backbones.conflicts()["dup"]] == ["DupA", "DupB", "DupC"]
+    with pytest.raises(DuplicateNameError, match="DupA"):
+        create_backbone("dup", plugins)
 
 
 def test_duplicate_of_builtin_names_both_plugins():
@@ -166,11 +187,52 @@ def test_duplicate_of_builtin_names_both_plugins():
         def register_backbones(register):
             register("nin", TinyBackbone)
 
+    plugins = load_plugins(selection="", extra=[ShadowNin])
+    assert "resnet18" in plugins.backbones.names() and "nin" not in plugins.backbones.names()
     with pytest.raises(DuplicateNameError) as info:
-        load_plugins(selection="", extra=[ShadowNin])
+        plugins.backbones.get("nin")
     msg = str(info.value)
     assert "ShadowNin" in msg
     assert "backbones" in msg and "sslkit" in msg  # the built-in entry point and its distribution
+
+
+def test_plugin_that_exits_in_a_hook_is_skipped(caplog):
+    class Quitter:
+        @staticmethod
+        @hookimpl
+        def register_backbones(register):
+            register("quit", TinyBackbone)
+            raise SystemExit(4)
+
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(extra=[Quitter, LocalPlugin], entry_points=False)
+    assert _record(plugins, "Quitter").status == "failed"
+    assert "sys.exit(4)" in _record(plugins, "Quitter").error
+    assert plugins.backbones.names() == ["tiny"]
+    assert any("Quitter" in w and "sys.exit(4)" in w for w in _warnings(caplog))
+
+
+def test_plugin_that_exits_at_import_is_skipped(monkeypatch, caplog):
+    real = plugins_mod._entry_points()
+    fake = md.EntryPoint(name="quitter", value="quitter_mod_xyz", group="sslkit")
+    monkeypatch.setattr(plugins_mod, "_entry_points", lambda: sorted([*real, fake], key=lambda e: e.name))
+    monkeypatch.setattr(md.EntryPoint, "load", lambda ep: sys.exit(5) if ep.name == "quitter" else importlib.import_module(ep.value))
+    caplog.set_level(logging.WARNING)
+    plugins = load_plugins(selection="")
+    assert _record(plugins, "quitter").status == "failed"
+    assert [w for w in _warnings(caplog) if "quitter" in w and "sys.exit(5)" in w]
+    assert "rotation" in plugins.tasks
+
+
+def test_keyboard_interrupt_is_not_swallowed():
+    class Interrupted:
+        @staticmethod
+        @hookimpl
+        def register_backbones(register):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load_plugins(extra=[Interrupted], entry_points=False)
 
 
 # --------------------------------------------------------------------------- unknown names
@@ -371,6 +433,26 @@ def test_selection_parse():
     assert s.only == {"rotation", "jigsaw"} and s.disabled == frozenset()
     s = Selection.parse("rotation,-jigsaw")
     assert s.only == {"rotation"} and s.disabled == {"jigsaw"}
+
+
+def test_selection_of_unknown_plugin_is_an_error():
+    with pytest.raises(PluginError) as info:
+        load_plugins(selection="rotaton")
+    msg = str(info.value)
+    assert "'rotaton'" in msg and "did you mean 'rotation'?" in msg and "backbones" in msg
+    with pytest.raises(PluginError, match="did you mean 'rotation'"):
+        load_plugins(selection="-rotaton")
+    with pytest.raises(PluginError, match="installed plugins: LocalPlugin"):
+        load_plugins(selection="-nope", extra=[LocalPlugin], entry_points=False)
+
+
+def test_disabled_builtin_is_named_in_unknown_name():
+    plugins = load_plugins(selection="-backbones")
+    with pytest.raises(UnknownNameError) as info:
+        plugins.backbones.get("nin")
+    assert "the built-in plugin 'backbones' is disabled by --plugins" in str(info.value)
+    with pytest.raises(UnknownNameError, match="the plugin 'rotation' is disabled"):
+        load_plugins(selection="none").tasks.get("rotation")
 
 
 def test_selection_allows():

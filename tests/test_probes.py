@@ -1,4 +1,4 @@
-"""Probes: architectures as specified (methods.md 1.4), kNN, label subsets, the probe command."""
+"""Probes: architectures as specified (Gidaris et al., ICLR 2018, sec. 3.1), kNN, label subsets, the probe command."""
 
 from __future__ import annotations
 

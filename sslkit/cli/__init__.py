@@ -1,11 +1,14 @@
 """The ``sslkit`` command line: a thin layer over the Python API.
 
-Errors the user can fix (:class:`sslkit.errors.SSLKitError`) print one line and exit 2. Heavy
-modules (torch) are imported inside commands, so ``sslkit --help`` stays fast.
+Errors the user can fix (:class:`sslkit.errors.SSLKitError`, and a file system that refuses a
+write: permissions, a read-only or full disk, a file where a folder should be) print one line and
+exit 2; any other exception is a bug and keeps its traceback. Heavy modules (torch) are imported
+inside commands, so ``sslkit --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Optional
@@ -29,6 +32,45 @@ def _setup_logging(verbose: bool) -> None:
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+# errno -> (what happened, how to fix it) for the OSErrors that are the user's to fix.
+_FS_ERRORS = {
+    errno.EACCES: ("permission denied", "choose a folder you can write to (--out) or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a folder you can write to (--out) or fix its permissions"),
+    errno.EROFS: ("the file system is read-only", "choose a folder on a writable disk with --out"),
+    errno.ENOSPC: ("no space left on the disk", "free some space or choose a folder on another disk with --out"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space or choose a folder on another disk with --out"),
+    errno.EFBIG: ("the file is larger than allowed (ulimit -f)", "raise the file size limit or free space; the previous files are intact"),
+    errno.EEXIST: ("a file is in the way of a folder", "remove it or choose another --out"),
+    errno.ENOTDIR: ("part of the path is a file, not a folder", "choose another --out"),
+    errno.EISDIR: ("it is a folder, not a file", "give a file name"),
+}
+# What torch.save says when the disk fills mid-write (its C++ writer has no errno or path).
+_TORCH_WRITE_FAILURES = ("basic_ios::clear", "unexpected pos", "file write failed", "PytorchStreamWriter failed")
+
+
+def user_os_error(exc: BaseException) -> str | None:
+    """One line for an OSError the user can fix (or torch's full-disk RuntimeError), else None."""
+    if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
+        exc = exc.__context__  # torch.save to a file object wraps the file's own error
+    if isinstance(exc, OSError) and exc.errno in _FS_ERRORS:
+        what, fix = _FS_ERRORS[exc.errno]
+        where = f" '{exc.filename}'" if exc.filename else ""
+        return f"cannot write{where}: {what}; {fix}"
+    if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURES):
+        return (
+            "writing a checkpoint or weights file failed (the disk is full or a file size limit was hit); "
+            "free some space or choose a folder on another disk with --out"
+        )
+    return None
+
+
+def _print_version(value: bool) -> None:
+    # Eager: runs while the options are parsed, before the group asks for a command.
+    if value:
+        typer.echo(f"sslkit {__version__}")
+        raise typer.Exit()
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="sslkit",
@@ -36,7 +78,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,  # help texts are plain: "[default: x]" must not be read as markup
-        add_completion=False,
+        add_completion=True,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
 
@@ -48,20 +90,19 @@ def build_app() -> typer.Typer:
             help="Comma-separated plugin selection: NAME loads only those, -NAME disables one, 'none' only built-ins.",
         ),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Print informational messages."),
-        version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+        version: bool = typer.Option(
+            False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version,
+        ),
     ) -> None:
-        if version:
-            typer.echo(f"sslkit {__version__}")
-            raise typer.Exit()
         _setup_logging(verbose)
         ctx.obj = {"plugins": plugins}
 
     # One module per command group; each imports torch only inside its commands.
     from . import (
-        embed_cmd, export_cmd, new_plugin_cmd, plugins_cmd, probe_cmd, reproduce_cmd, show_cmd, train_cmd, viz_cmd,
+        data_cmd, embed_cmd, export_cmd, new_plugin_cmd, plugins_cmd, probe_cmd, reproduce_cmd, show_cmd, train_cmd, viz_cmd,
     )
 
-    for module in (train_cmd, plugins_cmd, show_cmd, probe_cmd, reproduce_cmd, viz_cmd, export_cmd, embed_cmd, new_plugin_cmd):
+    for module in (train_cmd, plugins_cmd, show_cmd, probe_cmd, reproduce_cmd, viz_cmd, export_cmd, embed_cmd, new_plugin_cmd, data_cmd):
         module.register(app)
     return app
 
@@ -69,8 +110,19 @@ def build_app() -> typer.Typer:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors are typer's (exit 2); errors the user can fix are one line, exit 2."""
     app = build_app()
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(args) - 1):  # '--resume auto': an optional value, which click options cannot take
+        if args[i] == "--resume" and args[i + 1] == "auto":
+            args[i : i + 2] = ["--resume-auto"]
+            break
     try:
-        app(args=argv, prog_name="sslkit")  # standalone: exits itself on success and usage errors
+        app(args=args, prog_name="sslkit")  # standalone: exits itself on success and usage errors
     except SSLKitError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (OSError, RuntimeError) as exc:
+        line = user_os_error(exc)
+        if line is None:
+            raise  # a bug: keep the traceback
+        typer.echo(f"error: {line}", err=True)
         sys.exit(2)

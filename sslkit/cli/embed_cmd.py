@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 
 from ..errors import ConfigError
+
+# Fixed choices (typer validates them); onnxruntime provider names are for the Python API.
+Provider = Literal["auto", "cuda", "tensorrt", "cpu"]
 
 
 def _console():
@@ -21,52 +24,57 @@ def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed_command(
         model: Path = typer.Argument(..., help="Encoder written by 'sslkit export' (.onnx)."),
-        images: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+        images: List[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively), or one packed sslkit store."),
         out: Path = typer.Option(Path("embeddings.npy"), "--out", "-o", help="Embeddings .npy; the file index and a .json go beside it."),
         batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per onnxruntime call."),
-        provider: Optional[str] = typer.Option(None, "--provider", help="cpu, cuda or an onnxruntime provider name (default: CUDA if it starts, else CPU)."),
+        provider: Provider = typer.Option("auto", "--provider", help="auto: TensorRT/CUDA on a machine with an NVIDIA GPU, else the CPU; cuda/tensorrt: fail if it does not start."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime intra-op threads (default: all cores)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Image-decoding threads (default: up to 8)."),
+        restart: bool = typer.Option(False, "--restart", help="Ignore the progress of an unfinished earlier run into the same --out."),
     ) -> None:
-        """Embed images with an exported encoder: one row per readable image; unreadable ones are skipped and listed."""
+        """Embed images with an exported encoder: one row per readable image, written as it goes (a re-run continues an interrupted one)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        from ..deploy import OnnxEncoder, list_images
-        from ..retrieval import save_collection
+        from ..deploy import OnnxEncoder
+        from ..embed_stream import embed_to_disk, open_images
 
         console = _console()
         encoder = OnnxEncoder(model, provider, threads)
-        files = list_images(images)
+        source = open_images(images)
         info = encoder.info
+        # A GPU that is here but unusable was already reported as a warning; say why auto is on the CPU otherwise.
+        note = f" ({encoder.report.note})" if encoder.report.note and not encoder.report.fallback else ""
         console.print(
-            f"{len(files)} images -> {info.backbone} '{info.layer}' ({info.pool}) -> [{', '.join(map(str, info.output_shape))}] "
-            f"on {encoder.provider}", markup=False, highlight=False,
+            f"{len(source)} images ({source.description}) -> {info.backbone} '{info.layer}' ({info.pool}) -> "
+            f"[{', '.join(map(str, info.output_shape))}] on {encoder.provider}{note}", markup=False, highlight=False,
         )
         t0 = time.perf_counter()
         with Progress(
             TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[ips]:.0f} img/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console,
         ) as bar:
-            task = bar.add_task("embed", total=len(files), ips=0.0)
+            task = bar.add_task("embed", total=len(source), ips=0.0)
+            first: list[int] = []
 
             def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, ips=done / max(time.perf_counter() - t0, 1e-9))
+                if not first:  # the images an earlier run already embedded
+                    first.append(done)
+                    if done:
+                        bar.console.print(f"resuming after {done} of {total} images already embedded", highlight=False)
+                rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, completed=done, ips=rate)
 
-            result = encoder.embed_files(files, batch_size=batch_size, progress=progress)
-        seconds = time.perf_counter() - t0
-        if not len(result.files):
-            raise ConfigError(f"none of the {len(files)} images could be read; nothing written")
-        meta = {
-            "model": str(model.resolve()), "provider": encoder.provider, "layer": info.layer, "pool": info.pool,
-            "backbone": info.backbone, "task": info.task, "images_per_s": len(files) / seconds,
-            "skipped": [str(p) for p in result.skipped],
-        }
-        paths = save_collection(out, result.embeddings, result.files, meta)
+            result = embed_to_disk(
+                encoder, source, out, batch_size=batch_size, workers=workers, restart=restart,
+                meta={"model": str(model.resolve())}, progress=progress,
+            )
+        paths, rate = result.paths, (result.total - result.resumed_at) / max(result.seconds, 1e-9)
         console.print(
-            f"wrote {paths[0]} {list(result.embeddings.shape)} float32, index {paths[1].name}, info {paths[2].name}; "
-            f"{len(files) / seconds:.0f} images/s on {encoder.provider}", markup=False, highlight=False,
+            f"wrote {paths[0]} [{result.count}, {', '.join(map(str, info.output_shape))}] float32, index {paths[1].name}, "
+            f"info {paths[2].name}; {rate:.0f} images/s on {encoder.provider}", markup=False, highlight=False,
         )
         if result.skipped:
-            shown = ", ".join(str(p) for p in result.skipped[:5]) + (f" and {len(result.skipped) - 5} more" if len(result.skipped) > 5 else "")
+            shown = ", ".join(result.skipped[:5]) + (f" and {len(result.skipped) - 5} more" if len(result.skipped) > 5 else "")
             console.print(f"[yellow]skipped {len(result.skipped)} unreadable image(s)[/] (listed in {paths[2].name}): {shown}", highlight=False)
 
     @app.command("neighbors")
@@ -77,7 +85,7 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(8, "-k", min=1, max=64, help="Neighbours per query."),
         out: Path = typer.Option(Path("neighbors.png"), "--out", "-o", help="PNG grid to write."),
         model: Optional[Path] = typer.Option(None, "--model", help="Encoder for queries outside the collection (default: the one that embedded it)."),
-        provider: Optional[str] = typer.Option(None, "--provider", help="As for 'sslkit embed'."),
+        provider: Provider = typer.Option("auto", "--provider", help="As for 'sslkit embed'."),
         tile: int = typer.Option(64, "--tile", min=16, max=512, help="Pixels per image in the grid."),
         seed: int = typer.Option(0, "--seed", help="Which random queries."),
         center: bool = typer.Option(True, "--center/--no-center", help="Subtract the collection's mean embedding before the cosine (ReLU features share one direction)."),

@@ -41,6 +41,23 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         console.print(f"best layer (validation): {report['best_layer']}")
 
 
+def option_error(exc: Any, model: Any) -> str:
+    """A pydantic ValidationError of ProbeSettings as one line naming the CLI option and its
+    valid range, e.g. "--val-fraction 0.7: out of range; use a value >= 0 and < 0.5"."""
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    option = f"--{field.replace('_', '-')} {err.get('input')!r}"
+    bounds = [
+        f"{op} {getattr(m, attr)}"
+        for m in getattr(model.model_fields.get(field), "metadata", [])
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if getattr(m, attr, None) is not None
+    ]
+    if bounds:
+        return f"{option}: out of range; use a value {' and '.join(bounds)}"
+    return f"{option}: {err['msg'].removeprefix('Input ')}"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe_command(
@@ -66,6 +83,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """Train and evaluate a probe; writes probe.json (probe-random-init.json with --random-init)."""
+        from pydantic import ValidationError
         from rich.console import Console
 
         from ..config import parse_sets
@@ -79,11 +97,14 @@ def register(app: typer.Typer) -> None:
         names = list(layer) + ([s.strip() for s in layers.split(",") if s.strip()] if layers else [])
         if select not in ("last", "val"):
             raise ConfigError(f"--select '{select}': use last or val")
-        settings = ProbeSettings(
-            probe=probe, options=parse_sets(sets), layers=tuple(names), finetune=finetune, augment=augment,
-            labels_per_class=labels_per_class, epoch_size=epoch_size, val_fraction=val_fraction,
-            select=select, seed=seed, device=device,
-        )
+        try:
+            settings = ProbeSettings(
+                probe=probe, options=parse_sets(sets), layers=tuple(names), finetune=finetune, augment=augment,
+                labels_per_class=labels_per_class, epoch_size=epoch_size, val_fraction=val_fraction,
+                select=select, seed=seed, device=device,
+            )
+        except ValidationError as exc:  # checked before any data or weights are loaded
+            raise ConfigError(option_error(exc, ProbeSettings)) from None
         trunk = load_trunk(run, plugins, random_init=random_init, backbone=backbone, backbone_options=parse_sets(backbone_sets), seed=seed)
         splits = load_splits(data, test_data, plugins, settings, trunk.image_size)
         console = Console(stderr=True, soft_wrap=True)

@@ -1,13 +1,31 @@
-"""The rich progress display of ``sslkit train`` (rich stays at the edge, out of the engine)."""
+"""The progress display of ``sslkit train`` (rich stays at the edge, out of the engine).
+
+On a terminal: a live bar per epoch. When the output is piped or redirected (CI logs, ``| tee``,
+``nohup``): no bar, one plain line every few steps instead, so a log file shows progress too.
+After training: what to do next with the run (probe, export, viz), with its path.
+"""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..engine.callbacks import Callback
+
+
+class TransferSpeedless(TextColumn):
+    """images/s of a progress task (rich's speed column speaks bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task: Any) -> Any:
+        from rich.text import Text
+
+        return Text(f"{task.speed or 0:.0f} img/s")
 
 
 class RichProgress(Callback):
@@ -17,7 +35,25 @@ class RichProgress(Callback):
         self.task_id: Any = None
         self.epochs = 0
 
+    def on_data_progress(self, done: int, total: int) -> None:
+        """Packing a folder into the store cache (once): a bar with images/s and ETA."""
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("packing images"), BarColumn(), MofNCompleteColumn(),
+                TransferSpeedless(), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, transient=True,
+            )
+            self.progress.start()
+            self.task_id = self.progress.add_task("pack", total=total)
+        self.progress.update(self.task_id, completed=done)
+        if done >= total:
+            self.progress.stop()
+            self.progress = None
+
     def on_start(self, info: dict[str, Any]) -> None:
+        if self.progress is not None:  # a packing bar left open
+            self.progress.stop()
+            self.progress = None
         self.epochs = info["epochs"]
         self.console.print(
             f"[bold]{info['dataset']}[/]: {info['train_images']} train / {info['heldout_images']} held-out images, "
@@ -26,8 +62,15 @@ class RichProgress(Callback):
             + f", backbone {info['parameters'] / 1e6:.2f} M parameters, {info['precision']}"
             + (", channels_last" if info["channels_last"] else "")
         )
-        if info["start_epoch"]:
+        if info.get("start_step"):
+            self.console.print(
+                f"resuming after epoch {info['start_epoch']} of {info['epochs']}, at step {info['start_step']} "
+                f"of epoch {info['start_epoch'] + 1}"
+            )
+        elif info["start_epoch"]:
             self.console.print(f"resuming after epoch {info['start_epoch']} of {info['epochs']}")
+        if info.get("streaming"):
+            self.console.print(f"streaming from the store: {info['crop']} crops at {info['image_size']} px")
         self.console.print(f"run folder: {info['out_dir']}")
 
     def on_step(self, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
@@ -65,3 +108,46 @@ class RichProgress(Callback):
             self.console.print(f"[bold green]done[/]: held-out pretext accuracy {last['heldout_acc']:.1%}; checkpoint {result.out_dir / 'checkpoint.pt'}")
         else:
             self.console.print(f"[bold green]done[/]: checkpoint {result.out_dir / 'checkpoint.pt'}")
+        self.console.print(next_steps(result.out_dir, result.config.data.name), markup=False, highlight=False)
+
+
+class PlainProgress(RichProgress):
+    """For output that is not a terminal: a line every ``every`` steps (default: about ten per
+    epoch), no live bar that a log file would show as nothing, or as control characters."""
+
+    def __init__(self, console: Console | None = None, every: int | None = None) -> None:
+        super().__init__(console)
+        self.every = every
+        self.printed = 0
+
+    def on_step(self, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+        every = self.every or max(1, steps // 10)
+        if step < self.printed:  # a new epoch
+            self.printed = 0
+        if step < steps and step - self.printed < every:
+            return
+        self.printed = step
+        self.console.print(
+            f"epoch {epoch + 1}/{self.epochs} step {step}/{steps}  loss {metrics['loss']:.3f}  "
+            f"acc {metrics['acc']:.1%}  {metrics['images_per_s']:.0f} img/s",
+            markup=False, highlight=False,
+        )
+
+
+def make_progress(console: Console | None = None) -> RichProgress:
+    """A live bar on a terminal, plain lines when the output is piped or redirected."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    return RichProgress(console) if console.is_terminal else PlainProgress(console)
+
+
+def next_steps(run: Any, data: str) -> str:
+    """The commands that use a finished run, with its path filled in (shell-quoted)."""
+    r = shlex.quote(str(run))
+    d = "" if data == "sample" else f" --data {shlex.quote(str(data))}"
+    return "\n".join([
+        "next:",
+        f"  sslkit probe {r} --layers all --probe knn{d}   # how good are the features, per stage",
+        f"  sslkit export {r}                            # encoder.onnx (or --format torch|safetensors)",
+        f"  sslkit viz curves {r} -o {shlex.quote(str(run) + '/curves.png')}",
+        f"  python -c \"import sslkit; run = sslkit.load({str(run)!r}); print(run.history[-1])\"",
+    ])

@@ -27,9 +27,9 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..config import assemble
-        from ..data.augment import normalize, random_crop_flip
-        from ..data.datasets import load_dataset
-        from ..engine.trainer import build_model
+        from ..data.augment import normalize
+        from ..data.source import sample_images
+        from ..engine.trainer import build_model, make_crop
         from ..plugins import load_plugins
         from ..preview import save_preview
         from .train_cmd import _flags
@@ -37,17 +37,16 @@ def register(app: typer.Typer) -> None:
         plugins = load_plugins(ctx.obj["plugins"])
         flags = _flags(**{"backbone.name": backbone, "data.name": data, "seed": seed})
         cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
-        dataset = load_dataset(cfg.data.name, plugins, "train", cfg.data.image_size)
+        dataset = sample_images(cfg.data, plugins, images, seed)
         generator = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(dataset), generator=generator)[: min(images, len(dataset))]
         mean, std = dataset.stats()
         # The same steps as the training loop: crop + flip, normalise, the task's transform.
-        x = random_crop_flip(dataset.images[pick], cfg.data.crop_padding, cfg.data.flip, generator)
+        x = make_crop(cfg, dataset)(dataset.images, None, generator)
         x = normalize(x, cfg.data.mean or mean, cfg.data.std or std)
         model = build_model(cfg, plugins)
         with torch.no_grad():
             inputs, targets = model.task.prepare(x, generator)
             items = model.task.preview(inputs, targets)
-        columns = len(items) // len(pick) if len(items) % len(pick) == 0 else min(8, len(items))
+        columns = len(items) // len(dataset) if len(items) % len(dataset) == 0 else min(8, len(items))
         path = save_preview(items, out, columns)
-        typer.echo(f"wrote {path}: {len(items)} samples of '{task}' from {len(pick)} images of {dataset.description}")
+        typer.echo(f"wrote {path}: {len(items)} samples of '{task}' from {len(dataset)} images of {dataset.description}")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Literal, Optional
 
 import typer
 
 from ..errors import ConfigError
+
+
+# RunConfig.precision's values, spelled out so that --help shows them without importing pydantic
+# (tests/test_api.py checks that the two agree).
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 def _flags(**values: Any) -> dict[str, Any]:
@@ -39,28 +43,34 @@ def register(app: typer.Typer) -> None:
         sets: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set backbone.width=0.25 (repeatable)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/TASK-BACKBONE-TIME)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+        resume: bool = typer.Option(
+            False, "--resume",
+            help="Continue the run in --out from its last checkpoint; '--resume auto' starts it when there is none.",
+        ),
+        resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True, help="What '--resume auto' becomes."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
+        precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision (default: fp32)."),
+        logger: List[str] = typer.Option([], "--logger", metavar="NAME", help="Experiment logger: csv, tensorboard, wandb or a plugin's (repeatable; see 'sslkit plugins')."),
     ) -> None:
         """Pretrain a backbone on a pretext task; writes checkpoints and metrics to the run folder."""
         from ..config import assemble
-        from ..engine.trainer import train
+        from ..api import default_out, train_config
         from ..plugins import load_plugins
-        from .progress import RichProgress
+        from .progress import make_progress
 
         plugins = load_plugins(ctx.obj["plugins"])
         flags = _flags(**{
             "backbone.name": backbone, "data.name": data, "epochs": epochs,
-            "data.batch_size": batch_size, "device": device, "seed": seed,
+            "data.batch_size": batch_size, "device": device, "seed": seed, "precision": precision,
         })
         cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
-        if resume and out is None:
+        if (resume or resume_auto) and out is None:
             raise ConfigError("--resume needs --out RUN_FOLDER: the run to continue")
         if out is None:
-            out = Path("runs") / f"{task}-{cfg.backbone['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+            out = default_out(task, cfg.backbone["name"])
         main_process = int(os.environ.get("RANK", "0")) == 0
-        callbacks = [RichProgress()] if main_process else []
-        result = train(cfg, out, plugins=plugins, resume=resume, callbacks=callbacks)
+        callbacks = [make_progress()] if main_process else []
+        result = train_config(cfg, out, plugins=plugins, resume="auto" if resume_auto else resume, callbacks=callbacks, loggers=logger if main_process else ())
         if main_process and callbacks:
             callbacks[0].finish(result)

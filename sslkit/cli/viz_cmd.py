@@ -10,10 +10,9 @@ import typer
 
 def _backbone(run: Path, plugins_spec: Optional[str]):
     from ..plugins import load_plugins
-    from ..probes.engine import load_trunk
+    from ..run import load_run
 
-    trunk = load_trunk(run, load_plugins(plugins_spec))
-    return trunk
+    return load_run(run, load_plugins(plugins_spec))
 
 
 def _save(image, out: Path) -> None:
@@ -40,12 +39,10 @@ def register(app: typer.Typer) -> None:
         from ..viz.pictures import DEFAULT_POWERS, attention_figure, attention_maps, load_images
 
         trunk = _backbone(run, ctx.obj["plugins"])
-        shape = (trunk.run_config or {}).get("data", {}).get("image_size") or 32
-        x = load_images([str(p) for p in images], shape)
+        x = load_images([str(p) for p in images], trunk.input_shape[1])
         names = [trunk.backbone.stage(s.strip()).name for s in stages.split(",")] if stages else trunk.backbone.stage_names
         powers = (power,) if power is not None else DEFAULT_POWERS
-        stats = (trunk.mean or (0.5,) * 3, trunk.std or (0.25,) * 3)
-        maps = attention_maps(trunk.backbone, x, stats[0], stats[1], names, powers)
+        maps = attention_maps(trunk.backbone, x, trunk.mean, trunk.std, names, powers)
         _save(attention_figure(x, maps, powers), out)
 
     @viz.command("filters")

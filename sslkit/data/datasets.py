@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# CIFAR-10 channel statistics as used by the RotNet code (methods.md 1.3).
+# CIFAR-10 channel statistics as used by the RotNet code (Gidaris et al., ICLR 2018, sec. 3.1; github.com/gidariss/FeatureLearningRotNet).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 CACHE_VERSION = 1

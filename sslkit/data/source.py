@@ -303,3 +303,15 @@ def _memory_batches(images: Tensor, batches: Sequence[Tensor], device: torch.dev
         event.record()
         done[slot] = event
         yield Batch(x)
+
+
+def sample_images(data: "DataConfig", plugins: "Plugins", n: int, seed: int = 0) -> ImageData:
+    """``n`` seeded images of the data a config names, decoded at the training size (the central
+    square when sizes differ) without decoding the rest: what ``export`` verifies on and
+    ``show-batch`` draws."""
+    source = open_source(data, plugins)
+    pick = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    if isinstance(source, ImageData):
+        return source.select(pick)
+    size = data.image_size or (source.uniform_size[0] if source.uniform_size else None)
+    return store_to_memory(source.store, size, source.index[pick.numpy()])

@@ -1,13 +1,37 @@
-"""Hooks into the training loop for progress display and logging (the CLI's rich bar is one)."""
+"""Hooks into the training loop for progress display and experiment logging.
+
+The CLI's progress display is one :class:`Callback`; the experiment loggers (``--logger csv``,
+``tensorboard``, ``wandb``) are others, and a plugin adds its own through the
+``register_callbacks`` hook: ``register("mylogger", MyLogger)``, built as ``MyLogger(context)``
+with a :class:`RunContext`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+    from ..plugins import Plugins
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a registered callback is built with: the validated config, the run folder and the plugins."""
+
+    config: "RunConfig"
+    out_dir: Path
+    plugins: "Plugins"
 
 
 class Callback:
     """Override what you need; every method is a no-op by default. Called on rank 0 only
     for display purposes by the CLI (the loop calls every callback it is given)."""
+
+    def on_data_progress(self, done: int, total: int) -> None:
+        """While the training data is being read (decoded, cached): ``done`` of ``total`` images."""
 
     def on_start(self, info: dict[str, Any]) -> None:
         """Once, before the first epoch: device, dataset sizes, steps per epoch, ..."""
@@ -17,3 +41,7 @@ class Callback:
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         """After each epoch, with the record written to metrics.jsonl."""
+
+    def on_train_end(self, result: Any | None) -> None:
+        """Once, after training (``result`` is the :class:`~sslkit.engine.trainer.TrainResult`,
+        or None when training failed): flush and close files and sessions here."""

@@ -23,8 +23,26 @@ FORMAT = "sslkit.checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
 
 
+REQUIRED = ("config", "epoch", "backbone", "data")  # what the readers of a checkpoint rely on
+
+
+def _torch_save(obj: Any, tmp: Path, final: Path) -> None:
+    """``torch.save`` through a Python file, so that a full disk is an OSError naming ``final``
+    (torch's own writer says only "basic_ios::clear" or "unexpected pos")."""
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(final)) from None
+    except RuntimeError as exc:
+        cause = exc.__context__
+        if isinstance(cause, OSError):  # the file's own error, wrapped by torch's writer
+            raise OSError(cause.errno, cause.strerror, str(final)) from None
+        raise
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
+    atomic_write(path, lambda tmp: _torch_save({"format": FORMAT, **payload}, tmp, Path(path)))
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -56,4 +74,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not an sslkit checkpoint (format {FORMAT})")
+    missing = [key for key in REQUIRED if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint '{path}' has no '{missing[0]}' entry: it is incomplete or was not written by "
+            "'sslkit train'; train again or use a checkpoint from a finished run"
+        )
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"checkpoint '{path}': 'config' is not a table of settings; train again")
     return state

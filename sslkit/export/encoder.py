@@ -1,25 +1,21 @@
 """The module that gets exported: a backbone cut at one stage, then pooled to an embedding.
 
-Also rebuilds a run's backbone from its checkpoint, and picks the default stage: the one the
-run's probes found best (``RUN/probe.json``'s ``best_layer``), else the deepest.
+Also picks the default stage: the one the run's probes found best (``RUN/probe.json``'s
+``best_layer``), else the deepest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..engine.checkpoint import load_checkpoint, resolve_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..interfaces import Backbone
-from ..plugins import Plugins, load_plugins
+from ..run import Run, load_run
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +50,8 @@ class Encoder(nn.Module):
         return f.float() if self.half else f
 
 
-@dataclass
-class Run:
-    """What an export needs from a run: its eval-mode backbone and the facts a consumer needs."""
-
-    backbone: Backbone
-    config: dict[str, Any]
-    input_shape: tuple[int, int, int]  # (C, H, W) of the training images
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    task: str
-    epoch: int
-    path: Path  # the checkpoint file
-    run_dir: Path | None  # the run folder, when one was given
-
-
-def load_run(run: str | Path, plugins: Plugins | None = None) -> Run:
-    """A run folder (or checkpoint file) -> its backbone with the trained weights, in eval mode."""
-    plugins = plugins or load_plugins()
-    path = resolve_checkpoint(run)
-    state = load_checkpoint(path)
-    config = state["config"]
-    options = {k: v for k, v in config["backbone"].items() if k != "name"}
-    from ..factory import create_backbone
-
-    backbone = create_backbone(config["backbone"]["name"], plugins, **options)
-    try:
-        backbone.load_state_dict(state["backbone"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            f"'{path}': backbone weights do not fit backbone '{config['backbone']['name']}' ({first}); "
-            "was the backbone plugin changed since training?"
-        ) from None
-    data = config["data"]
-    shape = tuple(int(s) for s in state["data"]["shape"])
-    if data.get("mean") is None or data.get("std") is None:
-        raise CheckpointError(f"'{path}': the run's config has no data.mean/std; re-train with a current sslkit")
-    return Run(
-        backbone=backbone.eval(), config=config, input_shape=shape,  # type: ignore[arg-type]
-        mean=tuple(data["mean"]), std=tuple(data["std"]), task=config["task"]["name"],
-        epoch=int(state.get("epoch", 0)), path=path, run_dir=Path(run) if Path(run).is_dir() else None,
-    )
+# A run is loaded in one place, sslkit.run; re-exported here for the export code and its callers.
+__all__ = ["Encoder", "Run", "default_layer", "load_run", "output_shape"]
 
 
 def default_layer(run: Run) -> str:

@@ -196,20 +196,19 @@ def _real_images(run: Run, plugins: Plugins, images: Sequence[str | Path] | None
         if not arrays:
             raise ExportError("none of the --images could be read; give image files or folders")
         return f"{len(arrays)} given images", torch.from_numpy(normalize_np(np.stack(arrays), run.mean, run.std))
-    from ..data.datasets import load_dataset
+    from ..config import DataConfig
+    from ..data.source import sample_images
 
-    data_cfg = run.config["data"]
     try:
-        data = load_dataset(data_cfg["name"], plugins, "train", data_cfg.get("image_size"))
+        data = sample_images(DataConfig.model_validate(run.config["data"]), plugins, n)
     except DataError as exc:
         log.warning("verifying on random inputs only: the run's data is not available (%s); pass --images", exc)
         return None
     if tuple(data.images.shape[1:]) != run.input_shape:
         log.warning("verifying on random inputs only: the run's data now has shape %s", tuple(data.images.shape[1:]))
         return None
-    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n]
-    x = normalize(data.images[pick.sort().values], run.mean, run.std)
-    return f"{len(pick)} images of {data.description}", x
+    x = normalize(data.images, run.mean, run.std)
+    return f"{len(data)} images of {data.description}", x
 
 
 def export_encoder(
@@ -291,7 +290,7 @@ def export_encoder(
 
 
 def export_onnx(
-    run: str | Path,
+    run: "str | Path | Run",
     out: str | Path,
     *,
     layer: str | None = None,

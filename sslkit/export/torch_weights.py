@@ -17,7 +17,7 @@ import torch
 from ..engine.checkpoint import atomic_write
 from ..errors import ExportError
 from ..plugins import Plugins
-from .encoder import load_run
+from .encoder import Run, load_run
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TorchExport:
         )
 
 
-def export_torch(run: str | Path, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None) -> TorchExport:
+def export_torch(run: "str | Path | Run", out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None) -> TorchExport:
     """Write the run's backbone ``state_dict`` (float tensors as trained) to ``out``, atomically."""
     r = load_run(run, plugins)
     name = r.config["backbone"]["name"]

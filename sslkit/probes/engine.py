@@ -1,6 +1,6 @@
 """Train and evaluate probes on the stages of a trained (or randomly initialised) trunk.
 
-The protocols are RotNet's (Gidaris, Singh, Komodakis, ICLR 2018; methods.md 1.4): the trunk is
+The protocols are RotNet's (Gidaris, Singh, Komodakis, ICLR 2018, sec. 3.1): the trunk is
 frozen and in eval mode unless fine-tuned, each probe trains with its own default (the paper's)
 schedule, and the reported number is the LAST epoch's test accuracy. The test split never
 chooses anything; a seeded validation split carved from the training images is recorded per
@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ..config import RunConfig, validate_section
 from ..data.datasets import ImageData, load_dataset
-from ..engine.checkpoint import load_checkpoint, write_json
+from ..engine.checkpoint import write_json
+from ..engine.distributed import resolve_device
 from ..errors import ConfigError, SSLKitError
 from ..interfaces import Backbone, Probe
 from ..plugins import Plugins
@@ -68,15 +69,6 @@ class Trunk:
     image_size: int | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device '{name}': use auto, cpu, cuda or cuda:N") from None
-
-
 def load_trunk(
     run: str | Path | None,
     plugins: Plugins,
@@ -88,27 +80,23 @@ def load_trunk(
 ) -> Trunk:
     """The trunk of a run (its trained weights, or a fresh init of its architecture with
     ``random_init``), or with no run a freshly initialised ``backbone``."""
-    run_config: dict[str, Any] | None = None
-    state: dict[str, Any] | None = None
-    if run is not None:
-        state = load_checkpoint(run)
-        run_config = RunConfig.model_validate(state["config"]).model_dump(mode="json")
+    from ..run import build_backbone, describe, load_run
+
+    loaded = load_run(run, plugins) if run is not None else None
+    run_config = RunConfig.model_validate(loaded.config).model_dump(mode="json") if loaded else None
     if backbone is not None:
         spec = {"name": backbone, **(backbone_options or {})}
     elif run_config is not None:
         spec = {**run_config["backbone"], **(backbone_options or {})}
     else:
         raise ConfigError("no trunk: give a run folder, or --random-init with --backbone NAME")
-    if state is not None and not random_init and spec != run_config["backbone"]:  # type: ignore[index]
+    if loaded is not None and not random_init and spec != run_config["backbone"]:  # type: ignore[index]
         raise ConfigError("--backbone/--set backbone.* change a trained run's architecture; add --random-init")
-    cls = plugins.backbones.get(spec["name"])
-    torch.manual_seed(seed)
-    model = cls(validate_section(cls.Config, {k: v for k, v in spec.items() if k != "name"}, "backbone."))
-    if state is not None and not random_init:
-        model.load_state_dict(state["backbone"])
-        what = f"pretrained: {run} ({state['config']['task']['name']}, epoch {state['epoch']})"
+    if loaded is not None and not random_init:
+        model, what = loaded.backbone, describe(loaded)
     else:
-        what = f"random init: {spec['name']} (seed {seed})"
+        torch.manual_seed(seed)
+        model, what = build_backbone(spec, plugins), f"random init: {spec['name']} (seed {seed})"
     data_cfg = (run_config or {}).get("data", {})
     return Trunk(model, _tuple(data_cfg.get("mean")), _tuple(data_cfg.get("std")), what, run_config, data_cfg.get("image_size"))
 
@@ -144,18 +132,28 @@ def _epoch_order(n: int, size: int, generator: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def predict(probe: Probe, source: Any, batch_size: int) -> Tensor:
+def predict(probe: Probe, source: Any, batch_size: int, device: torch.device | str = "cpu") -> Tensor:
+    """The probe's predicted classes for every sample of ``source``, on ``device`` (where the
+    labels they are compared with live; kept on the probe's device until the end: one copy)."""
     probe.eval()
     out = []
     for start in range(0, len(source), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(source)))
-        out.append(probe(source.batch(idx, None, train=False)).argmax(1).cpu())
-    return torch.cat(out)
+        out.append(probe(source.batch(idx, None, train=False)).argmax(1))
+    return torch.cat(out).to(device)
+
+
+def accuracy(pred: Tensor, labels: Tensor) -> float:
+    """Fraction of ``pred == labels``; both on one device (a mismatch would crash only on a GPU)."""
+    if pred.device != labels.device:
+        raise ValueError(f"predictions on {pred.device}, labels on {labels.device}: compare on one device")
+    return float((pred == labels).double().mean())
 
 
 def scores(pred: Tensor, labels: Tensor, classes: Sequence[str]) -> dict[str, Any]:
     """Overall and per-class accuracy (paper Table 9) and the confusion matrix [true][predicted]."""
     k = len(classes)
+    pred, labels = pred.cpu(), labels.cpu()  # the report is plain numbers: one copy, then host math
     confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
     per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
     return {
@@ -199,24 +197,29 @@ def train_probe(
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Tensor] | None] = (-1.0, cfg.epochs, None)
     labels = labels.to(device)
+    source_device = getattr(source, "index_device", torch.device("cpu"))
     for epoch in range(cfg.epochs):
         order = _epoch_order(n, steps * batch, gen)
+        # Indices move to the devices once per epoch, not once per step; the sums stay on the
+        # device and are read once per epoch (a float() per step would wait for the GPU each time).
+        order_src, order_dev = order.to(source_device), order.to(device)
         probe.train()
-        loss_sum = correct = 0.0
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
         for step in range(steps):
-            idx = order[step * batch : (step + 1) * batch]
-            logits = probe(source.batch(idx, aug_gen, train=True))
-            y = labels[idx.to(device)]
+            span = slice(step * batch, (step + 1) * batch)
+            logits = probe(source.batch(order_src[span], aug_gen, train=True))
+            y = labels[order_dev[span]]
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += float((logits.detach().argmax(1) == y).sum())
-        record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum / (steps * batch), "train_acc": correct / (steps * batch)}
+            loss_sum += loss.detach().double() * batch
+            correct += (logits.detach().argmax(1) == y).sum()
+        record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": float(loss_sum) / (steps * batch), "train_acc": int(correct) / (steps * batch)}
         sched.step()
         if val is not None:
-            record["val_acc"] = float((predict(probe, val[0], settings.eval_batch_size) == val[1]).double().mean())
+            record["val_acc"] = accuracy(predict(probe, val[0], settings.eval_batch_size, val[1].device), val[1])
             if settings.select == "val" and record["val_acc"] > best[0]:
                 best = (record["val_acc"], epoch + 1, copy.deepcopy(probe.state_dict()))
         history.append(record)
@@ -290,11 +293,11 @@ def run_probes(
                 "history": history, "reported_epoch": used_epoch,
             }
             if val is not None:
-                res["val"] = scores(predict(probe, val[0], settings.eval_batch_size).to(device), val[1], classes)
+                res["val"] = scores(predict(probe, val[0], settings.eval_batch_size, val[1].device), val[1], classes)
                 if history:
                     best = max(history, key=lambda r: r["val_acc"])
                     res["best_val_epoch"], res["best_val_acc"] = best["epoch"], best["val_acc"]
-            test = scores(predict(probe, src["test"], settings.eval_batch_size), splits.test.labels, classes)
+            test = scores(predict(probe, src["test"], settings.eval_batch_size, splits.test.labels.device), splits.test.labels, classes)
             res.update(test_acc=test["acc"], per_class=test["per_class"], confusion=test["confusion"])
             results[layer] = res
             del src, probe

@@ -1,8 +1,8 @@
 """Where a probe's inputs come from: a frozen trunk's features computed once (cached), or the
 trunk run on every batch (augmented and/or fine-tuned).
 
-Caching and augmentation: the paper trains probes with the pretext's crop + flip (methods.md
-1.4), so every epoch sees different features and nothing can be cached. :class:`CachedFeatures`
+Caching and augmentation: the paper trains probes with the pretext's crop + flip (Gidaris et al.,
+ICLR 2018, sec. 3.1), so every epoch sees different features and nothing can be cached. :class:`CachedFeatures`
 is the fast path (one trunk pass per image, no augmentation: a documented deviation);
 :class:`LiveFeatures` is the faithful protocol (the frozen trunk runs under ``no_grad`` on each
 augmented batch; fine-tuning always takes this path).
@@ -55,6 +55,11 @@ class CachedFeatures:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.features.shape[1:])
 
+    @property
+    def index_device(self) -> torch.device:
+        """Where ``batch`` wants its indices (the features' device: no copy per batch)."""
+        return self.features.device
+
     def batch(self, idx: Tensor, generator: torch.Generator | None, train: bool) -> Tensor:
         return self.features[idx.to(self.features.device)]
 
@@ -94,8 +99,17 @@ class LiveFeatures:
     def shape(self) -> tuple[int, ...]:
         return self._shape
 
+    @property
+    def index_device(self) -> torch.device:
+        """Where ``batch`` wants its indices: the images' device (host memory: indexing there and
+        copying the batch beats copying indices back from the GPU, which would wait for it)."""
+        return self.images.device
+
     def batch(self, idx: Tensor, generator: torch.Generator | None, train: bool) -> Tensor:
-        x = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
+        x = self.images[idx.to(self.images.device)]
+        if self.device.type == "cuda" and not x.is_cuda:  # pinned: the copy overlaps the GPU's work
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True)
         if train and self.augment:
             x = random_crop_flip(x, self.crop_padding, self.flip, generator)
         x = normalize(x, self.mean, self.std)

@@ -1,4 +1,4 @@
-"""Probe heads from the RotNet paper's evaluation protocols (methods.md 1.4).
+"""Probe heads from the RotNet paper's evaluation protocols (Gidaris et al., ICLR 2018, sec. 3.1).
 
 Gidaris, Singh, Komodakis, ICLR 2018: the "non-linear" probe of Tables 1-2 (``mlp``), the
 "conv" probe of Table 3 and Figure 5b (``conv``: a fresh NIN block3 on a frozen stage) and a plain

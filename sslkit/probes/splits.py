@@ -1,7 +1,7 @@
 """The labelled splits a probe sees: train, validation (for selection) and test (never selected on).
 
-Gidaris et al. (ICLR 2018) report the best epoch measured on the CIFAR-10 test set (methods.md
-1.4); here the test split is only ever evaluated once, after training, and a seeded validation
+Gidaris et al. (ICLR 2018) report the best epoch measured on the CIFAR-10 test set (their
+official code, github.com/gidariss/FeatureLearningRotNet); here the test split is only ever evaluated once, after training, and a seeded validation
 split carved from the training images is what selection may use.
 """
 

@@ -1,9 +1,9 @@
 """The reproduction recipes: what to train, which probes to run, and the paper's numbers.
 
 RotNet: Gidaris, Singh, Komodakis, "Unsupervised Representation Learning by Predicting Image
-Rotations", ICLR 2018; protocols and numbers from methods.md 1.3-1.5 (CIFAR-10 test accuracy, %).
-Context: Doersch, Gupta, Efros, ICCV 2015; no published CIFAR-10 probe numbers exist (methods.md
-2.2), so its table has no paper column values.
+Rotations", ICLR 2018; protocols and numbers from its sec. 3.1 (CIFAR-10 test accuracy, %).
+Context: Doersch, Gupta, Efros, ICCV 2015; the paper reports no CIFAR-10
+probe numbers, and neither does later work, so its table has no paper column values.
 
 Presets: ``paper`` and ``repo`` are the full protocols (they differ in the pretext schedule:
 100 epochs x0.2 after 30/60/80 vs 200 epochs after 60/120/160); expect about 1.5 h (paper) /
@@ -108,5 +108,5 @@ def _recipes(name: str, task: str, paper: dict[str, float], source: str) -> dict
 
 RECIPES: dict[str, dict[str, Recipe]] = {
     "rotnet-cifar10": _recipes("rotnet-cifar10", "rotation", ROTNET_PAPER, "Gidaris et al., ICLR 2018, Tables 1 and 3 (4-block NIN)"),
-    "context-cifar10": _recipes("context-cifar10", "context", {}, "Doersch et al., ICCV 2015: no published CIFAR-10 numbers (methods.md 2.2)"),
+    "context-cifar10": _recipes("context-cifar10", "context", {}, "Doersch et al., ICCV 2015: no published CIFAR-10 numbers"),
 }

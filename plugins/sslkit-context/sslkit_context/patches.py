@@ -2,7 +2,7 @@
 
 Doersch, Gupta, Efros, "Unsupervised Visual Representation Learning by Context Prediction",
 ICCV 2015 (sec. 3); the 3x3-grid form with the 8 outer patches each paired with the centre is
-mmselfsup's RelativeLoc (methods.md 2.2).
+mmselfsup's RelativeLoc (its relative_loc configs).
 
 Geometry along each axis (``p`` patch, ``j`` jitter, ``g`` gap)::
 
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from sslkit.errors import ConfigError
 
-# Label k <-> (dx, dy) of the outer patch relative to the centre, y pointing down (methods.md 2.1).
+# Label k <-> (dx, dy) of the outer patch relative to the centre, y pointing down (Doersch et al., ICCV 2015, sec. 3, fig. 2).
 OFFSETS: tuple[tuple[int, int], ...] = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
 # Row-major cell index (row = dy + 1, column = dx + 1) of each label's outer patch; cell 4 is the centre.
 OUTER_CELLS: tuple[int, ...] = tuple((dy + 1) * 3 + (dx + 1) for dx, dy in OFFSETS)
@@ -61,7 +61,7 @@ def auto_geometry(size: int) -> Geometry:
     """Defaults for square images of ``size`` px: patch ~ size/4, jitter ~ 7% of the patch
     (Doersch's 7/96, at least 1 px), the rest of the image as gaps.
 
-    32 -> patch 8, jitter 1, gap 1 (10-px cells, methods.md 2.2); 96 -> 24, 2, 6;
+    32 -> patch 8, jitter 1, gap 1 (10-px cells); 96 -> 24, 2, 6;
     255 -> 64, 4, 19 (mmselfsup's 64-px patches). Neighbours are then g + 2j ~ 0.4 patch apart
     when unjittered, close to the paper's half a patch.
     """
@@ -104,8 +104,13 @@ class PatchSample:
     corners: Tensor
 
 
-def sample_patches(images: Tensor, geom: Geometry, generator: torch.Generator, random_origin: bool = True) -> PatchSample:
-    """images [B, C, H, W] -> one patch per cell of a 3x3 grid per image (see the module docstring)."""
+def sample_patches(
+    images: Tensor, geom: Geometry, generator: torch.Generator, random_origin: bool = True, outer_cells: Tensor | None = None
+) -> PatchSample:
+    """images [B, C, H, W] -> one patch per cell of a 3x3 grid per image (see the module docstring).
+
+    ``outer_cells``: ``OUTER_CELLS`` as a tensor already on the images' device (no host-to-device
+    copy, which waits for the GPU, per call)."""
     b, _, h, w = images.shape
     if geom.extent > min(h, w):
         raise ConfigError(
@@ -129,7 +134,7 @@ def sample_patches(images: Tensor, geom: Geometry, generator: torch.Generator, r
     batch = torch.arange(b, device=device)[:, None, None, None]
     # Advanced indices around the channel slice go first: [B, 9, p, p, C] -> [B, 9, C, p, p].
     patches = images[batch, :, rows, cols].permute(0, 1, 4, 2, 3)
-    outer_cells = torch.tensor(OUTER_CELLS, device=device)
+    outer_cells = (torch.tensor(OUTER_CELLS) if outer_cells is None else outer_cells).to(device)
     outer = patches[:, outer_cells].transpose(0, 1).flatten(0, 1)  # [8, B, ...] -> [8B, ...]
-    targets = torch.arange(8, device=device).repeat_interleave(b)
+    targets = torch.arange(8 * b, device=device) // b  # label-major; no repeat_interleave (it can size its output on the host)
     return PatchSample(patches[:, CENTRE_CELL].contiguous(), outer.contiguous(), targets, torch.stack([y, x], dim=-1))

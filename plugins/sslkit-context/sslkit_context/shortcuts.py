@@ -1,7 +1,7 @@
 """Countermeasures against the shortcuts that let a network locate patches without semantics.
 
 Doersch, Gupta, Efros, ICCV 2015, sec. 3.1 ("Avoiding trivial solutions"), and their code
-(github.com/cdoersch/deepcontext); grayscale from the modern ports (methods.md 2.2). Each
+(github.com/cdoersch/deepcontext); grayscale from the modern ports (mmselfsup's RelativeLoc). Each
 function maps patches [N, C, p, p] to the same shape, in batch; random choices are per patch and
 drawn from the caller's generator.
 
@@ -25,13 +25,20 @@ GREEN_MAGENTA = (-1.0, 2.0, -1.0)
 LUMA = (0.299, 0.587, 0.114)
 
 
-def project_out_green_magenta(x: Tensor) -> Tensor:
+def green_magenta_projection() -> Tensor:
+    """B = I - a^T a / (a a^T), a = [-1, 2, -1]: float32 [3, 3] on the CPU."""
+    a = torch.tensor(GREEN_MAGENTA)
+    return torch.eye(3) - torch.outer(a, a) / a.dot(a)
+
+
+def project_out_green_magenta(x: Tensor, proj: Tensor | None = None) -> Tensor:
     """Multiply every pixel by B = I - a^T a / (a a^T), a = [-1, 2, -1] (the paper's projection).
 
     Only the component along ``a`` is removed; a grey pixel (equal channels) is unchanged.
+    ``proj``: :func:`green_magenta_projection` already on ``x``'s device (no host-to-device
+    copy, which waits for the GPU, per call).
     """
-    a = torch.tensor(GREEN_MAGENTA, device=x.device, dtype=x.dtype)
-    proj = torch.eye(3, device=x.device, dtype=x.dtype) - torch.outer(a, a) / a.dot(a)
+    proj = (green_magenta_projection() if proj is None else proj).to(device=x.device, dtype=x.dtype)
     return torch.einsum("ij,njhw->nihw", proj, x)
 
 
@@ -47,12 +54,13 @@ def colour_drop(x: Tensor, generator: torch.Generator, noise: float = 0.01) -> T
     return torch.where(mask, x, fill)
 
 
-def grayscale(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
-    """With probability ``p`` per patch, replace every channel by the luma of the pixel."""
+def grayscale(x: Tensor, p: float, generator: torch.Generator, luma: Tensor | None = None) -> Tensor:
+    """With probability ``p`` per patch, replace every channel by the luma of the pixel
+    (``luma``: the :data:`LUMA` weights already on ``x``'s device, to skip a copy per call)."""
     if p <= 0:
         return x
     n = x.shape[0]
-    w = torch.tensor(LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    w = (torch.tensor(LUMA) if luma is None else luma).to(device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     gray = (x * w).sum(dim=1, keepdim=True).expand_as(x)
     chosen = torch.rand(n, generator=generator, device=x.device) < p
     return torch.where(chosen[:, None, None, None], gray, x)
@@ -63,7 +71,10 @@ def random_resample(x: Tensor, p: float, min_scale: float, generator: torch.Gene
     ``min_scale`` x and just below the patch size (area averaging), then upsample back (bilinear).
 
     The paper downsampled some patches to as little as 100 pixels; the loop runs over the few
-    sizes, never over patches.
+    sizes, never over patches. Every patch is resampled at every size and the chosen one kept
+    per patch (``torch.where``): selecting the chosen patches first (``nonzero``) would read
+    their count back from the GPU, a sync per size per step. Resampling is per patch, so the
+    values are the same; the extra work is on patches, small next to the network.
     """
     if p <= 0:
         return x
@@ -74,13 +85,11 @@ def random_resample(x: Tensor, p: float, min_scale: float, generator: torch.Gene
         return x
     chosen = torch.rand(n, generator=generator, device=x.device) < p
     level = torch.randint(0, len(sizes), (n,), generator=generator, device=x.device)
-    out = x.clone()
+    out = x
     for i, s in enumerate(sizes):
-        sel = (chosen & (level == i)).nonzero().squeeze(1)
-        if sel.numel() == 0:
-            continue
-        small = F.interpolate(x[sel], size=(max(1, s * h // side), max(1, s * w // side)), mode="area")
-        out[sel] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        small = F.interpolate(x, size=(max(1, s * h // side), max(1, s * w // side)), mode="area")
+        up = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        out = torch.where((chosen & (level == i))[:, None, None, None], up, out)
     return out
 
 

@@ -8,7 +8,7 @@ patches paired with its centre in the same batch) and fusion head as mmselfsup's
   per cell of a 3x3 grid (:mod:`.patches`), then the shortcut countermeasures per patch
   (:mod:`.shortcuts`): down-and-up sampling, grayscale, chromatic-aberration handling,
   per-patch normalisation. B images -> 8B pairs, label-major like rotation's copies; labels
-  follow methods.md 2.1 (``OFFSETS``).
+  follow Doersch et al., ICCV 2015, sec. 3, fig. 2 (``OFFSETS``).
 - model (:meth:`ContextPrediction.forward`): siamese, late fusion. One backbone (shared
   weights) embeds both patches in a single call; its last stage is global-average-pooled, the
   two embeddings are concatenated and only the fusion head sees both:
@@ -28,8 +28,10 @@ from torch import Tensor, nn
 
 from sslkit import Backbone, Config, PretextTask
 
-from .patches import OFFSETS, resolve_geometry, sample_patches
-from .shortcuts import colour_drop, grayscale, patch_normalize, project_out_green_magenta, random_resample
+from .patches import OFFSETS, OUTER_CELLS, resolve_geometry, sample_patches
+from .shortcuts import (
+    LUMA, colour_drop, grayscale, green_magenta_projection, patch_normalize, project_out_green_magenta, random_resample,
+)
 
 DIRECTIONS = ("up-left", "up", "up-right", "left", "right", "down-left", "down", "down-right")
 
@@ -75,7 +77,7 @@ class ContextPrediction(PretextTask):
             "epochs": 60, "schedule": {"milestones": [30, 45], "gamma": 0.2}, "optim": _SGD,
             "task": {"upsample": 64}, "data": {"batch_size": 128, "crop_padding": 0},
         },
-        # 96x96 images (STL-10 style, methods.md 2.2): 32-px cells with a random 24x24 patch in
+        # 96x96 images (STL-10 style, as in Gidaris et al., ICCV 2019): 32-px cells with a random 24x24 patch in
         # each, per-patch standardisation, grayscale p = 0.66, horizontal flip of the image first.
         "stl": {
             "epochs": 100, "schedule": {"milestones": [50, 75], "gamma": 0.2}, "optim": _SGD,
@@ -97,15 +99,20 @@ class ContextPrediction(PretextTask):
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden, len(OFFSETS)),
         )
+        # Constant tensors of the transform, moved with the task (.to(device)) so no step copies
+        # them from the host (each such copy waits for the GPU). Derived, so not persistent.
+        self.register_buffer("outer_cells", torch.tensor(OUTER_CELLS), persistent=False)
+        self.register_buffer("projection", green_magenta_projection(), persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA), persistent=False)
 
     def countermeasures(self, patches: Tensor, generator: torch.Generator) -> Tensor:
         """The configured shortcut countermeasures on patches [N, C, p, p], per patch."""
         cfg = self.config
         x = random_resample(patches, cfg.resample, cfg.resample_min_scale, generator)
         if x.shape[1] == 3:  # colour cues exist only in colour images
-            x = grayscale(x, cfg.grayscale, generator)
+            x = grayscale(x, cfg.grayscale, generator, self.luma)
             if cfg.chromatic == "projection":
-                x = project_out_green_magenta(x)
+                x = project_out_green_magenta(x, self.projection)
             elif cfg.chromatic == "drop":
                 x = colour_drop(x, generator)
         return patch_normalize(x, cfg.patch_norm)
@@ -119,7 +126,7 @@ class ContextPrediction(PretextTask):
             size = (max(cfg.upsample, round(h * scale)), max(cfg.upsample, round(w * scale)))
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         geom = resolve_geometry(min(images.shape[-2:]), cfg.patch_size, cfg.jitter, cfg.gap)
-        s = sample_patches(images, geom, generator, cfg.random_grid)
+        s = sample_patches(images, geom, generator, cfg.random_grid, self.outer_cells)
         centre = s.centre if cfg.share_centre else s.centre.repeat(8, 1, 1, 1)  # label-major, as outer
         both = self.countermeasures(torch.cat([centre, s.outer]), generator)
         return (both[: centre.shape[0]], both[centre.shape[0] :]), s.targets

@@ -30,7 +30,7 @@ def _plain_task(plugins, **options):
 
 
 def test_label_table_matches_spec():
-    # methods.md 2.1: (dx, dy) of patch 2, y downwards.
+    # Doersch et al., ICCV 2015, sec. 3 (fig. 2): (dx, dy) of patch 2, y downwards.
     assert OFFSETS == ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
     assert [((c % 3) - 1, (c // 3) - 1) for c in OUTER_CELLS] == list(OFFSETS) and CENTRE_CELL == 4
 

@@ -25,20 +25,29 @@ from torch import Tensor, nn
 from sslkit import Backbone, Config, PretextTask
 
 
-def rotate(images: Tensor, angle: float) -> Tensor:
-    """Rotate images [B, C, H, W] counter-clockwise by ``angle`` degrees.
-
-    Multiples of 90 use ``torch.rot90`` (exact; needs H == W for batching, as for any square
-    crop). Other angles use bilinear interpolation with zero fill, keeping the size.
-    """
-    quarter = angle / 90.0
-    if quarter == round(quarter):
-        return torch.rot90(images, k=int(round(quarter)) % 4, dims=(-2, -1))
+def rotation_matrix(angle: float) -> Tensor:
+    """The 2x3 ``affine_grid`` matrix (float32, on the CPU) of a counter-clockwise rotation."""
     theta = math.radians(angle)
     cos, sin = math.cos(theta), math.sin(theta)
     # affine_grid maps output coords to input coords (x right, y down, in [-1, 1]). A
     # counter-clockwise rotation on screen (y down) samples the input at R(+theta) of the output.
-    matrix = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=images.dtype, device=images.device)
+    return torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]])
+
+
+def rotate(images: Tensor, angle: float, matrix: Tensor | None = None) -> Tensor:
+    """Rotate images [B, C, H, W] counter-clockwise by ``angle`` degrees.
+
+    Multiples of 90 use ``torch.rot90`` (exact; needs H == W for batching, as for any square
+    crop). Other angles use bilinear interpolation with zero fill, keeping the size; pass the
+    angle's :func:`rotation_matrix` already on the images' device to avoid a host-to-device
+    copy (which waits for the GPU) per call.
+    """
+    quarter = angle / 90.0
+    if quarter == round(quarter):
+        return torch.rot90(images, k=int(round(quarter)) % 4, dims=(-2, -1))
+    if matrix is None:
+        matrix = rotation_matrix(angle)
+    matrix = matrix.to(device=images.device, dtype=images.dtype)
     grid = F.affine_grid(matrix.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -84,20 +93,26 @@ class RotationPrediction(PretextTask):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(backbone.last_stage.channels, len(config.angles))
         )
+        # The interpolation matrices of all angles, moved with the task (.to(device)): no
+        # host-to-device copy per step. Not persistent: derived from the config, not learned.
+        self.register_buffer("matrices", torch.stack([rotation_matrix(a) for a in config.angles]), persistent=False)
 
     def prepare(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """images [B, C, H, W] -> inputs [K*B or B, C, H, W], targets (angle indices)."""
         angles = self.config.angles
         b = images.shape[0]
         if self.config.mode == "all":
-            inputs = torch.cat([rotate(images, a) for a in angles])  # angle-major: [K*B, C, H, W]
-            targets = torch.arange(len(angles), device=images.device).repeat_interleave(b)
+            inputs = torch.cat([rotate(images, a, m) for a, m in zip(angles, self.matrices)])  # angle-major: [K*B, C, H, W]
+            # [0]*B + [1]*B + ...: integer division, not repeat_interleave (which can size its output on the host)
+            targets = torch.arange(len(angles) * b, device=images.device) // b
             return inputs, targets
         targets = torch.randint(0, len(angles), (b,), generator=generator, device=images.device)
-        inputs = torch.empty_like(images)
-        for i, a in enumerate(angles):  # a loop over the K angles, not over samples
-            chosen = targets == i
-            inputs[chosen] = rotate(images[chosen], a)
+        inputs = images
+        # Every image in every angle, then a per-sample select: a boolean-mask assignment would
+        # read the mask's count back from the GPU (a sync per angle per step). Rotation is per
+        # image, so the chosen values are the same; a loop over the K angles, not over samples.
+        for i, (a, m) in enumerate(zip(angles, self.matrices)):
+            inputs = torch.where((targets == i)[:, None, None, None], rotate(images, a, m), inputs)
         return inputs, targets
 
     def forward(self, backbone: Backbone, inputs: Tensor) -> Tensor:

@@ -1,0 +1,182 @@
+"""The Python API in a few functions, in the style of ``timm``::
+
+    import sslkit
+
+    sslkit.list_backbones()                                   # ['alexnet', 'nin', 'resnet18']
+    sslkit.list_backbones("timm/resnet1*")                    # timm models, when timm is installed
+    net = sslkit.create_backbone("nin", blocks=3, width=0.25)
+    run = sslkit.train("rotation", backbone="nin", data="sample", out="runs/demo",
+                       epochs=1, **{"backbone.width": 0.25, "data.subset": 512})
+    run = sslkit.load("runs/demo")                           # the same Run, from disk
+    features = run.embed(images)                              # [N, C]
+
+:func:`train` builds the run config exactly as ``sslkit train`` does (defaults < the task's preset
+< ``config`` file < keyword overrides), so every CLI option has a keyword here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from .config import RunConfig, assemble, deep_merge
+from .engine.callbacks import Callback, RunContext
+from .engine.rundir import Resume
+from .errors import ConfigError
+from .plugins import Plugins, load_plugins
+from .registry import Registry
+from .run import Run, load_run
+
+if TYPE_CHECKING:
+    from .engine.trainer import TrainResult
+
+__all__ = ["default_out", "list_backbones", "list_loggers", "list_probes", "list_tasks", "load", "optional_packages", "overrides_layer", "train", "train_config"]
+
+
+def _names(registry: Registry[Any], pattern: str | None) -> list[str]:
+    names = registry.names()
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
+
+
+def list_tasks(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Registered pretext task names, sorted; ``pattern`` is a shell glob (``"rot*"``)."""
+    return _names((plugins or load_plugins()).tasks, pattern)
+
+
+def list_backbones(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Registered backbone names, e.g. ``['alexnet', 'nin', 'resnet18']``. A family's members
+    are listed when the pattern names the family: ``list_backbones("timm/resnet1*")`` ->
+    ``['timm/resnet10t', 'timm/resnet14t', 'timm/resnet18', ...]`` (timm installed)."""
+    registry = (plugins or load_plugins()).backbones
+    names = _names(registry, pattern)
+    for family in registry.families():
+        if pattern and pattern.startswith(family):
+            names += [family + v for v in registry.get(family).list_variants(pattern[len(family):] or "*")]
+    return names
+
+
+def list_probes(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Registered probe names (``linear``, ``mlp``, ``conv``, ``knn`` and plugins')."""
+    return _names((plugins or load_plugins()).probes, pattern)
+
+
+def list_loggers(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
+    """Registered experiment loggers (``csv``, ``tensorboard``, ``wandb`` and plugins')."""
+    return _names((plugins or load_plugins()).callbacks, pattern)
+
+
+# Optional packages and what they enable: {distribution: (what, install command)}.
+EXTRAS = {
+    "timm": ("backbones timm/<model>", 'pip install "sslkit[timm]"'),
+    "tensorboard": ("--logger tensorboard", 'pip install "sslkit[loggers]"'),
+    "wandb": ("--logger wandb", 'pip install "sslkit[loggers]"'),
+}
+
+
+def optional_packages() -> dict[str, str | None]:
+    """{package: installed version or None} for the optional backends (no import: fast)."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for name in EXTRAS:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def load(run: str | Path, *, plugins: Plugins | None = None, map_location: str = "cpu") -> Run:
+    """A run folder (or its checkpoint.pt) -> :class:`~sslkit.run.Run`: ``.backbone`` (eval mode,
+    trained weights), ``.config``, ``.history``, ``.embed()``, ``.export()``, ``.probe()``."""
+    return load_run(run, plugins, map_location=map_location)
+
+
+def overrides_layer(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword overrides -> a nested config layer: ``{"backbone.width": 0.25, "optim": {"lr": 0.05}}``
+    -> ``{"backbone": {"width": 0.25}, "optim": {"lr": 0.05}}`` (dotted keys and dicts merge)."""
+    layer: dict[str, Any] = {}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        nested: Any = dict(value) if isinstance(value, Mapping) else value
+        for part in reversed(parts[1:]):
+            nested = {part: nested}
+        layer = deep_merge(layer, {parts[0]: nested})
+    return layer
+
+
+def default_out(task: str, backbone: str) -> Path:
+    """``runs/TASK-BACKBONE-YYYYmmdd-HHMMSS`` (a ``timm/x`` backbone becomes ``timm-x``)."""
+    return Path("runs") / f"{task}-{backbone.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _section(name_or_options: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    if name_or_options is None:
+        return {}
+    if isinstance(name_or_options, str):
+        return {"name": name_or_options}
+    return dict(name_or_options)
+
+
+def train(
+    task: str | RunConfig,
+    out: str | Path | None = None,
+    *,
+    backbone: str | Mapping[str, Any] | None = None,
+    data: str | Mapping[str, Any] | None = None,
+    preset: str | None = None,
+    config: str | Path | None = None,
+    loggers: Iterable[str] = (),
+    callbacks: Sequence[Callback] = (),
+    resume: Resume = False,
+    plugins: Plugins | None = None,
+    **overrides: Any,
+) -> Run:
+    """Pretrain and return the trained :class:`~sslkit.run.Run` (checkpoint and metrics in ``out``).
+
+    ``task``: a pretext task name (or a ready :class:`~sslkit.config.RunConfig`, then without
+    overrides). ``backbone``/``data``: a name or folder, or a dict of that section's keys.
+    ``overrides``: any config key, ``epochs=1``, ``**{"backbone.width": 0.25}`` or nested dicts
+    (``optim={"lr": 0.05}``). ``loggers``: registered experiment loggers (``"csv"``,
+    ``"tensorboard"``, ``"wandb"``). ``out`` defaults to ``runs/TASK-BACKBONE-TIME``.
+    """
+    plugins = plugins or load_plugins()
+    if isinstance(task, RunConfig):
+        if overrides or backbone is not None or data is not None or preset or config:
+            raise ConfigError("train(RunConfig): the config is complete; pass overrides with a task name instead")
+        cfg = task
+    else:
+        layer = deep_merge({"backbone": _section(backbone), "data": _section(data)}, overrides_layer(overrides))
+        cfg = assemble(task, plugins, preset=preset, config_file=config, flags=layer)
+    out = Path(out) if out is not None else default_out(cfg.task["name"], cfg.backbone["name"])
+    train_config(cfg, out, plugins=plugins, resume=resume, callbacks=callbacks, loggers=loggers)
+    return load_run(out, plugins)
+
+
+def train_config(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    plugins: Plugins,
+    resume: Resume = False,
+    callbacks: Sequence[Callback] = (),
+    loggers: Iterable[str] = (),
+) -> "TrainResult":
+    """The training loop with the registered ``loggers`` attached (built before training starts,
+    so an unknown name or a missing package fails first) and every callback's ``on_train_end``
+    called afterwards, also when training fails."""
+    from .engine.trainer import train as train_loop
+    from .loggers import create_loggers
+
+    every = [*create_loggers(loggers, RunContext(cfg, Path(out), plugins)), *callbacks]
+    result = None
+    try:
+        result = train_loop(cfg, out, plugins=plugins, resume=resume, callbacks=every)
+    finally:
+        for cb in every:
+            end = getattr(cb, "on_train_end", None)  # duck-typed callbacks may lack it
+            if end is not None:
+                end(result)
+    return result

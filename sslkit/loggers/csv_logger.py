@@ -1,0 +1,50 @@
+"""``--logger csv``: RUN/logs/steps.csv (one row per step report) and RUN/logs/epochs.csv.
+
+No extra package: a spreadsheet or ``pandas.read_csv`` reads them. Rows are appended and flushed
+as they come, so the files can be watched during training.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from ..engine.callbacks import RunContext
+from . import StepCounter
+
+STEP_FIELDS = ("epoch", "step", "global_step", "loss", "acc", "images_per_s")
+
+
+class CSVLogger(StepCounter):
+    def __init__(self, context: RunContext) -> None:
+        super().__init__(context)
+        self.folder = Path(context.out_dir) / "logs"
+        self.epoch_fields: list[str] | None = None
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        super().on_start(info)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if info.get("start_epoch", 0) == 0:  # a resumed run appends to its files
+            self._write("steps.csv", STEP_FIELDS, None, fresh=True)
+
+    def on_step(self, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+        row = {"epoch": epoch + 1, "step": step, "global_step": self.global_step(epoch, step), **metrics}
+        self._write("steps.csv", STEP_FIELDS, row)
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        super().on_epoch_end(record)
+        path = self.folder / "epochs.csv"
+        if self.epoch_fields is None:
+            self.epoch_fields = list(record)
+            if not path.exists() or len(self.history) == 1 and record["epoch"] == 1:
+                self._write("epochs.csv", self.epoch_fields, None, fresh=True)
+        self._write("epochs.csv", self.epoch_fields, record)
+
+    def _write(self, name: str, fields: Any, row: dict[str, Any] | None, fresh: bool = False) -> None:
+        with open(self.folder / name, "w" if fresh else "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+            if fresh:
+                writer.writeheader()
+            if row is not None:
+                writer.writerow(row)

@@ -1,0 +1,65 @@
+"""``sslkit data pack|info|verify``: what they print, and one line with exit 2 for what the user got wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def sslkit(*args):
+    return subprocess.run([sys.executable, "-m", "sslkit", *map(str, args)], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+
+
+def _one_error_line(result, expected):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    (tmp_path / "imgs" / "a" / "broken.jpg").write_text("not a jpeg")
+    return tmp_path / "imgs"
+
+
+def test_pack_info_verify(folder, tmp_path):
+    out = tmp_path / "store"
+    result = sslkit("data", "pack", folder, "-o", out, "--workers", "0", "--shard-size", "0.005")
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}: 6 images (raw)" in result.stderr and "1 skipped" in result.stderr
+    assert "a/broken.jpg: not an image" in result.stderr
+    shards = json.loads((out / "manifest.json").read_text())["shards"]
+    assert len(shards) > 1
+    info = sslkit("data", "info", out)
+    assert info.returncode == 0, info.stderr
+    assert "6 images, raw 10x10" in info.stdout and "classes (2): a 3, b 3" in info.stdout and "skipped: 1" in info.stdout
+    ok = sslkit("data", "verify", out)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
+    bad = out / shards[1]["name"]
+    data = bytearray(bad.read_bytes())
+    data[600] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    _one_error_line(sslkit("data", "verify", out), f"{shards[1]['name']} fails its sha256 check")
+
+
+def test_bad_input_is_one_line_exit_2(folder, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("x")
+    _one_error_line(sslkit("data", "pack", folder, "-o", tmp_path / "busy"), "is not empty")
+    usage = sslkit("data", "pack", folder, "-o", tmp_path / "s", "--encoding", "png")
+    assert usage.returncode == 2 and "'png' is not one of" in usage.stderr and "Traceback" not in usage.stderr
+    _one_error_line(sslkit("data", "pack", folder, "-o", tmp_path / "s", "--quality", "0"), "--quality 0 is out of range")
+    _one_error_line(sslkit("data", "pack", tmp_path / "nowhere", "-o", tmp_path / "s"), "no such folder, list file or dataset")
+    _one_error_line(sslkit("data", "info", tmp_path / "nowhere"), "does not exist")
+    _one_error_line(sslkit("data", "verify", folder), "not a packed store")
