@@ -4,7 +4,8 @@ One optimizer step = task.prepare (pretext samples on the device) + forward + ba
 on a batch of B normalised 32x32 images (random values: the cost does not depend on content).
 Variants are timed in interleaved rounds, so a machine shared with other work slows all of them
 alike; the median round counts. On a busy CPU use ``--threads 1``: with more threads than free
-cores, OpenMP barriers make small-kernel workloads (context's 8x8 patches) pathologically slow. Prints a table and the ratio; ``--json`` writes the figures.
+cores, OpenMP barriers make small-kernel workloads (context's 8x8 patches) pathologically slow.
+Prints a table and the ratio; ``--json`` writes the figures.
 
     python benchmarks/context_vs_rotation.py --backbone nin --set width=0.25 --batch 128
 """
@@ -54,8 +55,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="steps per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads (1 is robust on a shared machine: no spinning OpenMP barriers)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (1 is robust on a shared machine: no spinning OpenMP barriers)",
+    )
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     if args.threads:
@@ -85,15 +90,26 @@ def main() -> None:
     rows = []
     for name, ts in times.items():
         sec = statistics.median(ts)
-        rows.append({"variant": name, "seconds_per_step": sec, "images_per_s": args.batch / sec,
-                     "samples_per_step": samples[name], "samples_per_s": samples[name] / sec})
+        rows.append(
+            {
+                "variant": name,
+                "seconds_per_step": sec,
+                "images_per_s": args.batch / sec,
+                "samples_per_step": samples[name],
+                "samples_per_s": samples[name] / sec,
+            }
+        )
     threads = torch.get_num_threads()
-    print(f"backbone {args.backbone} {backbone_opts or ''}, batch {args.batch} images of {args.size}x{args.size}, "
-          f"{device} ({threads} threads), median of {args.rounds} rounds x {args.steps} steps")
+    print(
+        f"backbone {args.backbone} {backbone_opts or ''}, batch {args.batch} images of {args.size}x{args.size}, "
+        f"{device} ({threads} threads), median of {args.rounds} rounds x {args.steps} steps"
+    )
     print(f"{'variant':28s} {'s/step':>8s} {'images/s':>9s} {'samples/step':>13s} {'samples/s':>10s}")
     for row in rows:
-        print(f"{row['variant']:28s} {row['seconds_per_step']:8.3f} {row['images_per_s']:9.1f} "
-              f"{row['samples_per_step']:13d} {row['samples_per_s']:10.1f}")
+        print(
+            f"{row['variant']:28s} {row['seconds_per_step']:8.3f} {row['images_per_s']:9.1f} "
+            f"{row['samples_per_step']:13d} {row['samples_per_s']:10.1f}"
+        )
     base = rows[0]["images_per_s"]
     for row in rows[1:]:
         row["images_per_s_vs_rotation"] = row["images_per_s"] / base

@@ -78,20 +78,36 @@ def write_synthetic_store(out: Path, n: int, side: int = 32, shard_images: int =
             tail = b"\0" * (-(pos + 1024) % tarfile.RECORDSIZE + 1024)
             f.write(tail)
             digest.update(tail)
-        shards.append({"name": name, "sha256": digest.hexdigest(), "bytes": pos + len(tail), "images": min(n, start + shard_images) - start})
+        shards.append(
+            {
+                "name": name,
+                "sha256": digest.hexdigest(),
+                "bytes": pos + len(tail),
+                "images": min(n, start + shard_images) - start,
+            }
+        )
     with open(out / fmt.INDEX, "wb") as f:
         np.save(f, rows)
     (out / fmt.CLASSES).write_text("[]")
     (out / fmt.FILES).write_text(json.dumps([f"synthetic/{i:09d}" for i in range(n)]))
     x = pool.reshape(-1, 3) / 255
     manifest = {
-        "format": fmt.FORMAT, "images": n, "labelled": False, "classes": 0, "source_images": n,
-        "skipped_count": 0, "skipped": [], "encoding": "raw",
+        "format": fmt.FORMAT,
+        "images": n,
+        "labelled": False,
+        "classes": 0,
+        "source_images": n,
+        "skipped_count": 0,
+        "skipped": [],
+        "encoding": "raw",
         "sizes": {"min": [side, side], "max": [side, side], "uniform": True},
-        "mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "shards": shards,
+        "mean": x.mean(0).tolist(),
+        "std": x.std(0).tolist(),
+        "shards": shards,
         "meta": {m: fmt.sha256_file(out / m) for m in fmt.META_FILES},
         "options": {"encoding": "raw", "max_side": None, "quality": 90, "shard_size": 0},
-        "source": {"kind": "synthetic", "where": "benchmarks/data_scale.py"}, "key": "synthetic",
+        "source": {"kind": "synthetic", "where": "benchmarks/data_scale.py"},
+        "key": "synthetic",
     }
     (out / fmt.MANIFEST).write_text(json.dumps(manifest))
 
@@ -113,10 +129,17 @@ def _store_loader(store, workers: int, batches: int | None = None, seed: int = 0
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    sampler = torch.utils.data.RandomSampler(range(len(store)), generator=g, num_samples=None if batches is None else batches * BATCH)
+    sampler = torch.utils.data.RandomSampler(
+        range(len(store)), generator=g, num_samples=None if batches is None else batches * BATCH
+    )
     return torch.utils.data.DataLoader(
-        BatchReader(store), batch_size=BATCH, sampler=sampler, num_workers=workers,
-        collate_fn=lambda x: x, persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers else None,
+        BatchReader(store),
+        batch_size=BATCH,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=lambda x: x,
+        persistent_workers=persistent and workers > 0,
+        prefetch_factor=4 if workers else None,
     )
 
 
@@ -149,7 +172,13 @@ def case_raw_read(work: Path, workers: int, n: int) -> dict:
         store.read(i)
     per_core = min(n, 20_000) / (time.perf_counter() - t0)
     del x
-    return {"images": n, "memory_img_s": memory, "store_img_s": store_rate, "ratio": store_rate / memory, "store_read_one_per_core_img_s": per_core}
+    return {
+        "images": n,
+        "memory_img_s": memory,
+        "store_img_s": store_rate,
+        "ratio": store_rate / memory,
+        "store_read_one_per_core_img_s": per_core,
+    }
 
 
 def _jpeg_source(folder: Path, n: int) -> None:
@@ -211,10 +240,14 @@ def case_jpeg_read(work: Path, workers: int, n: int) -> dict:
         store.read(i)
     per_core = len(store) / (time.perf_counter() - t0)
     return {
-        "images": n, "pack_img_s": n / pack_s, "pack_img_s_per_worker": n / pack_s / max(workers, 1),
+        "images": n,
+        "pack_img_s": n / pack_s,
+        "pack_img_s_per_worker": n / pack_s / max(workers, 1),
         "store_mb": sum(s["bytes"] for s in store.manifest["shards"]) / 1e6,
         "source_mb": sum(f.stat().st_size for f in source.rglob("*.jpg")) / 1e6,
-        "imagefolder_img_s": ref_rate, "store_img_s": store_rate, "ratio": store_rate / ref_rate,
+        "imagefolder_img_s": ref_rate,
+        "store_img_s": store_rate,
+        "ratio": store_rate / ref_rate,
         "decode_per_core_img_s": per_core,
     }
 
@@ -257,10 +290,20 @@ def case_gpu(work: Path, workers: int, n: int) -> dict:
     t0 = time.perf_counter()
     for i in range(len(store)):
         store.read(i)
-    return {"device": torch.cuda.get_device_name(), "gpu_img_s": gpu, "cpu_one_core_img_s": len(store) / (time.perf_counter() - t0)}
+    return {
+        "device": torch.cuda.get_device_name(),
+        "gpu_img_s": gpu,
+        "cpu_one_core_img_s": len(store) / (time.perf_counter() - t0),
+    }
 
 
-CASES = {"raw_read": case_raw_read, "jpeg_read": case_jpeg_read, "rss_loader": case_rss_loader, "rss_memory": case_rss_memory, "gpu": case_gpu}
+CASES = {
+    "raw_read": case_raw_read,
+    "jpeg_read": case_jpeg_read,
+    "rss_loader": case_rss_loader,
+    "rss_memory": case_rss_memory,
+    "gpu": case_gpu,
+}
 
 
 def _run(case: str, work: Path, workers: int, n: int) -> dict:
@@ -305,17 +348,38 @@ def main() -> None:
 def _report(r: dict) -> None:
     raw, jpg = r["raw_read"], r["jpeg_read"]
     print(f"reader throughput ({r['workers']} DataLoader workers, {r['cpus']} CPUs)")
-    print(f"  raw 32 px, {raw['images']:,} images: store {raw['store_img_s']:,.0f} img/s vs in-memory tensor {raw['memory_img_s']:,.0f} img/s  -> {raw['ratio']:.2f}x (target >= 0.8x)")
+    print(
+        f"  raw 32 px, {raw['images']:,} images: store {raw['store_img_s']:,.0f} img/s vs in-memory tensor "
+        f"{raw['memory_img_s']:,.0f} img/s  -> {raw['ratio']:.2f}x (target >= 0.8x)"
+    )
     print(f"    Store.read one image at a time, one core: {raw['store_read_one_per_core_img_s']:,.0f} img/s")
-    print(f"  JPEG 256 px, {jpg['images']:,} images: store {jpg['store_img_s']:,.0f} img/s vs ImageFolder {jpg['imagefolder_img_s']:,.0f} img/s  -> {jpg['ratio']:.2f}x (target >= 1.5x)")
-    print(f"    decode per core {jpg['decode_per_core_img_s']:,.0f} img/s; pack {jpg['pack_img_s']:,.0f} img/s ({jpg['pack_img_s_per_worker']:,.0f} per worker); {jpg['source_mb']:.0f} MB -> {jpg['store_mb']:.0f} MB")
+    print(
+        f"  JPEG 256 px, {jpg['images']:,} images: store {jpg['store_img_s']:,.0f} img/s vs ImageFolder "
+        f"{jpg['imagefolder_img_s']:,.0f} img/s  -> {jpg['ratio']:.2f}x (target >= 1.5x)"
+    )
+    print(
+        f"    decode per core {jpg['decode_per_core_img_s']:,.0f} img/s; pack {jpg['pack_img_s']:,.0f} img/s "
+        f"({jpg['pack_img_s_per_worker']:,.0f} per worker); {jpg['source_mb']:.0f} MB -> {jpg['store_mb']:.0f} "
+        "MB"
+    )
     print("RSS (MB): DataLoader over the store (main / worker peak) vs one in-memory tensor")
     print(f"  {'images':>10} {'store main':>11} {'store worker':>13} {'in-memory':>10}")
     for row in r["rss"]:
         lo, mem = row["loader"], row["memory"]
-        print(f"  {lo['images']:>10,} {lo['peak_rss_mb']:>11.0f} {lo['peak_worker_rss_mb']:>13.0f} {mem['peak_rss_mb']:>10.0f}")
+        print(
+            f"  {lo['images']:>10,} {lo['peak_rss_mb']:>11.0f} {lo['peak_worker_rss_mb']:>13.0f} "
+            f"{mem['peak_rss_mb']:>10.0f}"
+        )
     gpu = r["gpu"]
-    print("GPU decode: " + (f"skipped ({gpu['skipped']})" if "skipped" in gpu else f"{gpu['gpu_img_s']:,.0f} img/s on {gpu['device']} vs {gpu['cpu_one_core_img_s']:,.0f} img/s one CPU core"))
+    print(
+        "GPU decode: "
+        + (
+            f"skipped ({gpu['skipped']})"
+            if "skipped" in gpu
+            else f"{gpu['gpu_img_s']:,.0f} img/s on {gpu['device']} vs {gpu['cpu_one_core_img_s']:,.0f} img/s one "
+            "CPU core"
+        )
+    )
 
 
 if __name__ == "__main__":

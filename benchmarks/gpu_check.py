@@ -44,8 +44,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -85,38 +86,56 @@ def environment(ctx: dict) -> dict:
     from sslkit import deploy
 
     out: dict[str, Any] = {
-        "python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "onnxruntime": ort.__version__, "onnxruntime_providers": ort.get_available_providers(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers": ort.get_available_providers(),
         "onnxruntime_build_cuda": getattr(getattr(ort.capi, "build_and_package_info", None), "cuda_version", None),
-        "onnxruntime_gpu_dist": deploy._installed("onnxruntime-gpu"), "onnxruntime_cpu_dist": deploy._installed("onnxruntime"),
-        "onnxruntime_problem": deploy.gpu_build_problem(), "nvidia_device_present": deploy.cuda_device_present(),
+        "onnxruntime_gpu_dist": deploy._installed("onnxruntime-gpu"),
+        "onnxruntime_cpu_dist": deploy._installed("onnxruntime"),
+        "onnxruntime_problem": deploy.gpu_build_problem(),
+        "nvidia_device_present": deploy.cuda_device_present(),
         "tensorrt_present": deploy.tensorrt_present(),
     }
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        out.update(gpu=p.name, gpu_count=torch.cuda.device_count(), capability=f"{p.major}.{p.minor}",
-                   gpu_memory_gib=round(p.total_memory / 2**30, 1), bf16=torch.cuda.is_bf16_supported())
+        out.update(
+            gpu=p.name,
+            gpu_count=torch.cuda.device_count(),
+            capability=f"{p.major}.{p.minor}",
+            gpu_memory_gib=round(p.total_memory / 2**30, 1),
+            bf16=torch.cuda.is_bf16_supported(),
+        )
     smi = shutil.which("nvidia-smi")
     if smi:
         q = _run([smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"], 30)
         out["nvidia_smi"] = q.stdout.strip() or _last_line(q.stderr)
     # The provider sslkit.deploy really starts in auto mode, on a one-node model (no export needed).
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
     )
     path = Path(ctx["tmp"]) / "relu.onnx"
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=10), path)
     _, report = deploy.start_session(path)
-    out.update(deploy_auto_providers=list(report.providers), deploy_auto_fallback=report.fallback, deploy_auto_note=report.note)
+    out.update(
+        deploy_auto_providers=list(report.providers), deploy_auto_fallback=report.fallback, deploy_auto_note=report.note
+    )
     return out
 
 
 def cuda_tests(ctx: dict) -> dict:
-    proc = _run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"], ctx["timeout"])
+    proc = _run(
+        [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"],
+        ctx["timeout"],
+    )
     summary = _last_line(proc.stdout)
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", summary)}
     failed = [ln.split(" ", 1)[1][:200] for ln in proc.stdout.splitlines() if ln.startswith(("FAILED ", "ERROR "))]
@@ -129,7 +148,10 @@ def cuda_tests(ctx: dict) -> dict:
 def _throughput(ctx: dict, *args: str) -> dict:
     with tempfile.TemporaryDirectory(dir=ctx["tmp"]) as d:
         js = Path(d) / "t.json"
-        proc = _run([sys.executable, str(BENCH / "train_throughput.py"), "--device", "cuda", *args, "--json", str(js)], ctx["timeout"])
+        proc = _run(
+            [sys.executable, str(BENCH / "train_throughput.py"), "--device", "cuda", *args, "--json", str(js)],
+            ctx["timeout"],
+        )
         if not js.is_file():
             _checked(proc)
             raise RuntimeError("train_throughput.py wrote no JSON")
@@ -148,20 +170,46 @@ def _need_cuda(ctx: dict) -> None:
 
 def train_nin(ctx: dict) -> dict:
     _need_cuda(ctx)
-    return _throughput(ctx, "--cases", "ceiling,ceiling_bf16,sslkit,sslkit_bf16,sslkit_bf16_compile,sslkit_nchw", "--steps", str(ctx["steps"]))
+    return _throughput(
+        ctx,
+        "--cases",
+        "ceiling,ceiling_bf16,sslkit,sslkit_bf16,sslkit_bf16_compile,sslkit_nchw",
+        "--steps",
+        str(ctx["steps"]),
+    )
 
 
 def train_resnet18(ctx: dict) -> dict:
     _need_cuda(ctx)
-    return _throughput(ctx, "--backbone", "resnet18", "--image-size", "32", "--cases", "ceiling,ceiling_bf16,sslkit,sslkit_bf16", "--steps", str(ctx["steps"]))
+    return _throughput(
+        ctx,
+        "--backbone",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--cases",
+        "ceiling,ceiling_bf16,sslkit,sslkit_bf16",
+        "--steps",
+        str(ctx["steps"]),
+    )
 
 
 def train_alexnet(ctx: dict) -> dict:
     _need_cuda(ctx)
-    return _throughput(ctx, "--backbone", "alexnet", "--image-size", "96", "--cases", "ceiling,ceiling_bf16,sslkit,sslkit_bf16", "--steps", str(ctx["steps"]))
+    return _throughput(
+        ctx,
+        "--backbone",
+        "alexnet",
+        "--image-size",
+        "96",
+        "--cases",
+        "ceiling,ceiling_bf16,sslkit,sslkit_bf16",
+        "--steps",
+        str(ctx["steps"]),
+    )
 
 
-PAPER_EPOCH = r'''
+PAPER_EPOCH = r"""
 import json, sys, tempfile, torch
 from sslkit.config import assemble
 from sslkit.data.datasets import ImageData
@@ -181,11 +229,17 @@ class Generated:
         register("gpucheck-random", load)
 
 plugins = load_plugins(extra=[Generated()])
-cfg = assemble("rotation", plugins, preset="paper", sets=["data.name=gpucheck-random", *EXTRA], flags={"epochs": 2, "device": DEVICE})
+cfg = assemble(
+    "rotation",
+    plugins,
+    preset="paper",
+    sets=["data.name=gpucheck-random", *EXTRA],
+    flags={"epochs": 2, "device": DEVICE},
+)
 with tempfile.TemporaryDirectory() as out:
     history = train(cfg, out, plugins=plugins).history
 print("RESULT " + json.dumps({"epochs_run": len(history), "history": history, "preset_epochs": 100}))
-'''
+"""
 
 
 def rotation_paper(ctx: dict) -> dict:
@@ -196,8 +250,11 @@ def rotation_paper(ctx: dict) -> dict:
     first, warm = result["history"][0], result["history"][-1]
     total = first["seconds"] + (result["preset_epochs"] - 1) * warm["seconds"]
     return {
-        "images": ctx["paper_images"], "first_epoch_s": first["seconds"], "warm_epoch_s": warm["seconds"],
-        "warm_images_per_s": warm["images_per_s"], "extrapolated_100_epochs_min": total / 60,
+        "images": ctx["paper_images"],
+        "first_epoch_s": first["seconds"],
+        "warm_epoch_s": warm["seconds"],
+        "warm_images_per_s": warm["images_per_s"],
+        "extrapolated_100_epochs_min": total / 60,
         "note": "training steps only (held-out evaluation and checkpoints add a little); first + 99 x warm epoch",
     }
 
@@ -214,7 +271,12 @@ def inference(ctx: dict) -> dict:
         proc = _checked(_run([sys.executable, str(BENCH / "inference.py"), *cmd], ctx["timeout"]))
         if js.is_file():
             return json.loads(js.read_text())
-    rows = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^(pytorch eager fp32|onnxruntime cpu|opencv dnn \S+)\s+(\d+) images/s", proc.stdout, re.M)}
+    rows = {
+        m.group(1).strip(): float(m.group(2))
+        for m in re.finditer(
+            r"^(pytorch eager fp32|onnxruntime cpu|opencv dnn \S+)\s+(\d+) images/s", proc.stdout, re.M
+        )
+    }
     return {"device": "cpu", "images_per_s": rows, "output": proc.stdout.strip().splitlines()[-4:]}
 
 
@@ -224,15 +286,40 @@ def torchrun(ctx: dict) -> dict:
     cmd = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
     with tempfile.TemporaryDirectory(dir=ctx["tmp"]) as d:
         out = Path(d) / "run"
-        proc = _checked(_run([
-            *cmd, "--standalone", "--nproc_per_node", "1", "-m", "sslkit", "train", "rotation", "--device", "cuda",
-            "--epochs", "1", "--set", "data.subset=2048", "--set", "backbone.width=0.25", "--out", str(out),
-        ], ctx["timeout"]))
+        proc = _checked(
+            _run(
+                [
+                    *cmd,
+                    "--standalone",
+                    "--nproc_per_node",
+                    "1",
+                    "-m",
+                    "sslkit",
+                    "train",
+                    "rotation",
+                    "--device",
+                    "cuda",
+                    "--epochs",
+                    "1",
+                    "--set",
+                    "data.subset=2048",
+                    "--set",
+                    "backbone.width=0.25",
+                    "--out",
+                    str(out),
+                ],
+                ctx["timeout"],
+            )
+        )
         rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
         if not (out / "checkpoint.pt").is_file():
             raise RuntimeError("torchrun run wrote no checkpoint.pt")
-    return {"epochs": len(rows), "train_loss": rows[-1].get("train_loss"), "images_per_s": rows[-1].get("images_per_s"),
-            "stderr_tail": _last_line(proc.stderr)}
+    return {
+        "epochs": len(rows),
+        "train_loss": rows[-1].get("train_loss"),
+        "images_per_s": rows[-1].get("images_per_s"),
+        "stderr_tail": _last_line(proc.stderr),
+    }
 
 
 def gpu_decode(ctx: dict) -> dict:
@@ -250,9 +337,15 @@ def gpu_decode(ctx: dict) -> dict:
 
 # name, function, time limit on a GPU (s); the order is the order of importance
 CASES: list[tuple[str, Callable[[dict], dict], float]] = [
-    ("environment", environment, 60), ("cuda_tests", cuda_tests, 200), ("train_nin", train_nin, 200),
-    ("rotation_paper", rotation_paper, 150), ("inference", inference, 120), ("torchrun", torchrun, 120),
-    ("train_resnet18", train_resnet18, 120), ("train_alexnet", train_alexnet, 120), ("gpu_decode", gpu_decode, 120),
+    ("environment", environment, 60),
+    ("cuda_tests", cuda_tests, 200),
+    ("train_nin", train_nin, 200),
+    ("rotation_paper", rotation_paper, 150),
+    ("inference", inference, 120),
+    ("torchrun", torchrun, 120),
+    ("train_resnet18", train_resnet18, 120),
+    ("train_alexnet", train_alexnet, 120),
+    ("gpu_decode", gpu_decode, 120),
 ]
 
 
@@ -271,14 +364,20 @@ def _headline(name: str, r: dict) -> str:
     if r["status"] != "ok":
         return r.get("error") or r.get("reason", "")
     if name == "environment":
-        return f"{r.get('gpu', 'no GPU')}, torch {r['torch']} (CUDA {r['torch_cuda']}), ort {r['onnxruntime']} -> {r['deploy_auto_providers'][0]}"
+        return (
+            f"{r.get('gpu', 'no GPU')}, torch {r['torch']} (CUDA {r['torch_cuda']}), ort {r['onnxruntime']} -> "
+            f"{r['deploy_auto_providers'][0]}"
+        )
     if name == "cuda_tests":
         return r["summary"]
     if name.startswith("train_"):
         res = r["results"]
         return ", ".join(f"{k} {v['images_per_s']:.0f}" for k, v in res.items() if "images_per_s" in v) + " img/s"
     if name == "rotation_paper":
-        return f"warm epoch {r['warm_epoch_s']:.1f} s ({r['warm_images_per_s']:.0f} img/s), 100 epochs ~{r['extrapolated_100_epochs_min']:.0f} min"
+        return (
+            f"warm epoch {r['warm_epoch_s']:.1f} s ({r['warm_images_per_s']:.0f} img/s), 100 epochs "
+            f"~{r['extrapolated_100_epochs_min']:.0f} min"
+        )
     if name == "inference":
         keys = [k for k in r if k.startswith(("pytorch", "ort_cuda"))] or list(r.get("images_per_s", {}))
         vals = {k: r.get(k, r.get("images_per_s", {}).get(k)) for k in keys}
@@ -287,7 +386,11 @@ def _headline(name: str, r: dict) -> str:
         return f"{r['epochs']} epoch, loss {r['train_loss']:.3f}, {r['images_per_s']:.0f} img/s"
     if name == "gpu_decode":
         g = r["gpu"]
-        return f"nvJPEG {g.get('gpu_img_s', 0):.0f} img/s vs {g.get('cpu_one_core_img_s', 0):.0f} one CPU core" if "gpu_img_s" in g else str(g)
+        return (
+            f"nvJPEG {g.get('gpu_img_s', 0):.0f} img/s vs {g.get('cpu_one_core_img_s', 0):.0f} one CPU core"
+            if "gpu_img_s" in g
+            else str(g)
+        )
     return ""
 
 
@@ -295,7 +398,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json")
     ap.add_argument("--quick", action="store_true", help="smaller runs (CPU: seconds)")
-    ap.add_argument("--budget", type=float, default=480, help="seconds for all cases; a case that would not fit is skipped")
+    ap.add_argument(
+        "--budget", type=float, default=480, help="seconds for all cases; a case that would not fit is skipped"
+    )
     ap.add_argument("--cases", default=",".join(n for n, _, _ in CASES), help="comma-separated subset")
     args = ap.parse_args()
 
@@ -306,14 +411,26 @@ def main() -> int:
     path = args.out / "gpu_check.json"
     wanted = set(args.cases.split(","))
     t_start = time.perf_counter()
-    doc: dict[str, Any] = {"finished": False, "cuda": cuda, "quick": args.quick, "command": " ".join(sys.argv), "cases": {}}
+    doc: dict[str, Any] = {
+        "finished": False,
+        "cuda": cuda,
+        "quick": args.quick,
+        "command": " ".join(sys.argv),
+        "cases": {},
+    }
     with tempfile.TemporaryDirectory(prefix="sslkit-gpu-check-") as tmp:
         for name, fn, limit in CASES:
             if name not in wanted:
                 continue
             left = args.budget - (time.perf_counter() - t_start)
-            ctx = {"cuda": cuda, "quick": args.quick, "tmp": tmp, "timeout": min(limit, max(left, 1)),
-                   "steps": 16 if args.quick else 40, "paper_images": 10_000 if args.quick else 50_000}
+            ctx = {
+                "cuda": cuda,
+                "quick": args.quick,
+                "tmp": tmp,
+                "timeout": min(limit, max(left, 1)),
+                "steps": 16 if args.quick else 40,
+                "paper_images": 10_000 if args.quick else 50_000,
+            }
             t0 = time.perf_counter()
             try:
                 if cuda and left < min(limit, 60):
@@ -324,8 +441,12 @@ def main() -> int:
             except Skip as why:
                 result = {"status": "skipped", "reason": str(why)}
             except Exception as exc:  # guarded: record it, run the rest
-                result = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
-                          "traceback": traceback.format_exc()[-2000:]}
+                result = {
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}",
+                    "traceback": traceback.format_exc()[-2000:],
+                }
             result["seconds"] = round(time.perf_counter() - t0, 1)
             doc["cases"][name] = result
             doc["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -334,7 +455,10 @@ def main() -> int:
     doc["finished"] = True
     _write(path, doc)
     failed = [n for n, r in doc["cases"].items() if r["status"] == "failed"]
-    print(f"\n{len(doc['cases'])} cases in {doc['seconds']:.0f} s, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; wrote {path}")
+    print(
+        f"\n{len(doc['cases'])} cases in {doc['seconds']:.0f} s, {len(failed)} "
+        f"failed{': ' + ', '.join(failed) if failed else ''}; wrote {path}"
+    )
     return 0
 
 

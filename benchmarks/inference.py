@@ -61,7 +61,9 @@ def cuda_cases(backbone, layer: str, pool: str, shape, path: Path, batches: list
     from sslkit.export.onnx import export_encoder
 
     sync = torch.cuda.synchronize
-    encoder = Encoder(copy.deepcopy(backbone).eval(), layer, pool).eval().cuda()  # the export below needs the CPU original
+    encoder = (
+        Encoder(copy.deepcopy(backbone).eval(), layer, pool).eval().cuda()
+    )  # the export below needs the CPU original
     resident = [torch.from_numpy(b).cuda() for b in batches]
     out: dict = {"device": torch.cuda.get_device_name(), "onnxruntime": ort.__version__}
 
@@ -92,7 +94,9 @@ def cuda_cases(backbone, layer: str, pool: str, shape, path: Path, batches: list
     results[-1].numpy()  # the last output on the host: every run before it has finished
     out["ort_cuda_fp32_iobinding"] = n / (time.perf_counter() - t0)
     half = path.with_name("encoder-fp16.onnx")
-    export_encoder(backbone, half, layer=layer, input_shape=shape, mean=CIFAR10_MEAN, std=CIFAR10_STD, pool=pool, fp16=True)
+    export_encoder(
+        backbone, half, layer=layer, input_shape=shape, mean=CIFAR10_MEAN, std=CIFAR10_STD, pool=pool, fp16=True
+    )
     enc16 = OnnxEncoder(half, provider="cuda")
     out["ort_cuda_fp16_run"], have16 = _timed(enc16, batches)
     out["fp16_vs_fp32_rel"] = _rel(have16, have)
@@ -135,20 +139,26 @@ def main() -> None:
         torch.manual_seed(0)
         backbone, shape = create_backbone(args.backbone, **opts).eval(), (3, 32, 32)
         layer = args.layer or backbone.stage_names[-1]
-        export_encoder(backbone, path, layer=layer, input_shape=shape, mean=CIFAR10_MEAN, std=CIFAR10_STD, pool=args.pool)
+        export_encoder(
+            backbone, path, layer=layer, input_shape=shape, mean=CIFAR10_MEAN, std=CIFAR10_STD, pool=args.pool
+        )
         what = f"fresh {args.backbone} {opts}"
     encoder = Encoder(backbone.eval(), layer, args.pool).eval()
     n = args.images // args.batch * args.batch or args.batch
     x = np.random.default_rng(0).standard_normal((n, *shape)).astype(np.float32)
     batches = [x[i : i + args.batch] for i in range(0, n, args.batch)]
-    print(f"{what}, stage {layer}, pool {args.pool}: {n} images {list(shape)}, batch {args.batch}, {args.threads} threads")
+    print(
+        f"{what}, stage {layer}, pool {args.pool}: {n} images {list(shape)}, batch {args.batch}, {args.threads} threads"
+    )
 
     if args.device == "cuda":
         r = cuda_cases(backbone, layer, args.pool, shape, path, batches)
         for k, v in r.items():
             print(f"{k:32s} {v:10.1f}" if isinstance(v, float) and v > 1 else f"{k:32s} {v}")
         if args.json:
-            args.json.write_text(json.dumps({"what": what, "layer": layer, "images": n, "batch": args.batch, **r}, indent=1))
+            args.json.write_text(
+                json.dumps({"what": what, "layer": layer, "images": n, "batch": args.batch, **r}, indent=1)
+            )
         return
 
     def torch_run(b: np.ndarray) -> np.ndarray:

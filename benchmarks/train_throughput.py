@@ -1,7 +1,8 @@
-"""Training throughput of sslkit vs the compute ceiling and a reference pipeline, in one run.
+r"""Training throughput of sslkit vs the compute ceiling and a reference pipeline, in one run.
 
     python benchmarks/train_throughput.py [--width 1.0] [--steps 8] [--json results.json]
-    python benchmarks/train_throughput.py --device cuda --cases ceiling,ceiling_bf16,sslkit,sslkit_bf16,sslkit_bf16_compile,sslkit_nchw
+    python benchmarks/train_throughput.py --device cuda \
+        --cases ceiling,ceiling_bf16,sslkit,sslkit_bf16,sslkit_bf16_compile,sslkit_nchw
     python benchmarks/train_throughput.py --device cuda --backbone alexnet --image-size 96 --cases ceiling,sslkit_bf16
 
 Every case runs in its own subprocess, one after another on the same cores, and reports
@@ -52,9 +53,14 @@ class ReferenceDataset:
         from sslkit.data.datasets import CIFAR10_MEAN, CIFAR10_STD
 
         self.images = images.permute(0, 2, 3, 1).numpy()  # HWC uint8, like torchvision CIFAR10
-        self.transform = T.Compose([
-            T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-        ])
+        self.transform = T.Compose(
+            [
+                T.RandomCrop(32, padding=4),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -73,8 +79,12 @@ def _reference_loader(images, batch: int, workers: int):
     import torch
 
     return torch.utils.data.DataLoader(
-        ReferenceDataset(images), batch_size=batch, shuffle=True, num_workers=workers,
-        drop_last=True, persistent_workers=workers > 0,
+        ReferenceDataset(images),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
     )
 
 
@@ -142,13 +152,15 @@ def run_case(case: str, args) -> dict:
         n_batches = 0
         t0 = time.perf_counter()
         for _ in range(args.data_repeats):
-            for x, y in loader:
+            for _batch in loader:
                 n_batches += 1
         return {"images_per_s": n_batches * batch / (time.perf_counter() - t0)}
     if case in ("ceiling", "ceiling_bf16"):
         device = torch.device(args.device)
         model, opt = _model(args.width, args.blocks, channels_last=True, args=args)
-        x = torch.randn(4 * batch, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(4 * batch, 3, args.image_size, args.image_size, device=device).contiguous(
+            memory_format=torch.channels_last
+        )
         y = torch.arange(4 * batch, device=device) // batch
         autocast = torch.autocast(device.type, torch.bfloat16, enabled=case == "ceiling_bf16")
 
@@ -205,8 +217,12 @@ def accuracy_effect(args) -> dict:
     plugins = load_plugins()
     out = {}
     for precision in ("fp32", "bf16"):
-        cfg = assemble("rotation", plugins, sets=["backbone.width=0.25", "data.subset=3000", f"precision={precision}"],
-                       flags={"epochs": 2, "device": "cpu"})
+        cfg = assemble(
+            "rotation",
+            plugins,
+            sets=["backbone.width=0.25", "data.subset=3000", f"precision={precision}"],
+            flags={"epochs": 2, "device": "cpu"},
+        )
         with tempfile.TemporaryDirectory() as d:
             last = train(cfg, d, plugins=plugins).last
         out[precision] = {"heldout_acc": last["heldout_acc"], "heldout_loss": last["heldout_loss"]}
@@ -239,9 +255,28 @@ def main() -> None:
     import torch
 
     results: dict[str, dict] = {}
-    base = [sys.executable, __file__, "--width", str(args.width), "--blocks", str(args.blocks), "--batch",
-            str(args.batch), "--steps", str(args.steps), "--workers", str(args.workers), "--data-repeats", str(args.data_repeats),
-            "--device", args.device, "--backbone", args.backbone, "--image-size", str(args.image_size)]
+    base = [
+        sys.executable,
+        __file__,
+        "--width",
+        str(args.width),
+        "--blocks",
+        str(args.blocks),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--workers",
+        str(args.workers),
+        "--data-repeats",
+        str(args.data_repeats),
+        "--device",
+        args.device,
+        "--backbone",
+        args.backbone,
+        "--image-size",
+        str(args.image_size),
+    ]
     cases = args.cases.split(",") + (["accuracy"] if args.accuracy else [])
     for case in cases:
         proc = subprocess.run([*base, "--case", case], capture_output=True, text=True)
@@ -268,7 +303,10 @@ def main() -> None:
     }
     what = f"NIN-{args.blocks} width {args.width}" if args.backbone == "nin" else args.backbone
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
-    print(f"\n{what} at {args.image_size} px, batch {args.batch} images (x4 rotations), {where}, torch {torch.__version__}")
+    print(
+        f"\n{what} at {args.image_size} px, batch {args.batch} images (x4 rotations), {where}, torch "
+        f"{torch.__version__}"
+    )
     print(f"{'case':16s}{'images/s':>10s}{'samples/s':>11s}{'max RSS MiB':>13s}")
     for case, r in results.items():
         if "images_per_s" in r:
@@ -278,12 +316,22 @@ def main() -> None:
             print(f"{name}: {value:.2f}x")
     if "accuracy" in results:
         a = results["accuracy"]
-        print(f"bf16 accuracy effect (width 0.25, 2 epochs, sample): held-out rotation acc fp32 "
-              f"{a['fp32']['heldout_acc']:.3f} vs bf16 {a['bf16']['heldout_acc']:.3f}")
+        print(
+            f"bf16 accuracy effect (width 0.25, 2 epochs, sample): held-out rotation acc fp32 "
+            f"{a['fp32']['heldout_acc']:.3f} vs bf16 {a['bf16']['heldout_acc']:.3f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": vars(args), "torch": torch.__version__, "results": results,
-                       "ratios": {k: v for k, v in ratios.items() if v is not None}}, f, indent=2)
+            json.dump(
+                {
+                    "config": vars(args),
+                    "torch": torch.__version__,
+                    "results": results,
+                    "ratios": {k: v for k, v in ratios.items() if v is not None},
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

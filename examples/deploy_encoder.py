@@ -16,8 +16,15 @@ from sslkit.export import export_encoder
 # 1. Export (needs torch; `sslkit export RUN -o encoder.onnx` does the same for a trained run).
 torch.manual_seed(0)
 backbone = create_backbone("nin", blocks=3, width=0.25)
-export_encoder(backbone, "encoder.onnx", layer="block2", input_shape=(3, 32, 32),
-               mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), task="rotation")
+export_encoder(
+    backbone,
+    "encoder.onnx",
+    layer="block2",
+    input_shape=(3, 32, 32),
+    mean=(0.49, 0.48, 0.45),
+    std=(0.25, 0.24, 0.26),
+    task="rotation",
+)
 
 # A few images to embed.
 Path("photos").mkdir(exist_ok=True)

@@ -26,7 +26,11 @@ print({name: tuple(f.shape) for name, f in maps.items()})
 
 # %% Pretrain: keyword overrides are config keys (dotted names or nested dicts)
 run = sslkit.train(
-    "rotation", out / "rotnet", backbone="nin", data="sample", epochs=1,
+    "rotation",
+    out / "rotnet",
+    backbone="nin",
+    data="sample",
+    epochs=1,
     **{"backbone.width": 0.25, "backbone.blocks": 3, "data.subset": 1024, "data.batch_size": 64},
     loggers=["csv"],  # also "tensorboard", "wandb" with pip install "sslkit[loggers]"
 )

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig, assemble, deep_merge
 from .engine.callbacks import Callback, RunContext
@@ -32,7 +33,18 @@ from .run import Run, load_run
 if TYPE_CHECKING:
     from .engine.trainer import TrainResult
 
-__all__ = ["default_out", "list_backbones", "list_loggers", "list_probes", "list_tasks", "load", "optional_packages", "overrides_layer", "train", "train_config"]
+__all__ = [
+    "default_out",
+    "list_backbones",
+    "list_loggers",
+    "list_probes",
+    "list_tasks",
+    "load",
+    "optional_packages",
+    "overrides_layer",
+    "train",
+    "train_config",
+]
 
 
 def _names(registry: Registry[Any], pattern: str | None) -> list[str]:
@@ -53,7 +65,7 @@ def list_backbones(pattern: str | None = None, *, plugins: Plugins | None = None
     names = _names(registry, pattern)
     for family in registry.families():
         if pattern and pattern.startswith(family):
-            names += [family + v for v in registry.get(family).list_variants(pattern[len(family):] or "*")]
+            names += [family + v for v in registry.get(family).list_variants(pattern[len(family) :] or "*")]
     return names
 
 
@@ -163,7 +175,7 @@ def train_config(
     resume: Resume = False,
     callbacks: Sequence[Callback] = (),
     loggers: Iterable[str] = (),
-) -> "TrainResult":
+) -> TrainResult:
     """The training loop with the registered ``loggers`` attached (built before training starts,
     so an unknown name or a missing package fails first) and every callback's ``on_train_end``
     called afterwards, also when training fails."""

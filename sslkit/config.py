@@ -9,8 +9,10 @@ typo anywhere is caught before training starts with a one-line error.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,14 +30,19 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     name: str = Field("sample", description="registered dataset name, or a folder of images")
     batch_size: int = Field(128, ge=1, description="images per step over all processes, before pretext expansion")
-    holdout: float = Field(0.05, ge=0.0, lt=0.5, description="fraction of training images held out for pretext accuracy")
+    holdout: float = Field(
+        0.05, ge=0.0, lt=0.5, description="fraction of training images held out for pretext accuracy"
+    )
     subset: int | None = Field(None, ge=1, description="train on a random subset of this many images")
     exclude_test: float = Field(
-        0.0, ge=0.0, lt=0.5,
+        0.0,
+        ge=0.0,
+        lt=0.5,
         description="leave out the seeded fraction that the probes carve as their test split (for data without one)",
     )
     image_size: int | None = Field(
-        None, ge=8,
+        None,
+        ge=8,
         description="training input size in pixels (default: the images' own size when they all share one)",
     )
     crop: Literal["auto", "pad_crop", "random_resized", "center"] = Field(
@@ -48,7 +55,9 @@ class DataConfig(_Section):
     )
     crop_padding: int = Field(4, ge=0, description="pad_crop: zero padding on each side (0: no crop)")
     crop_scale: tuple[float, float] = Field((0.08, 1.0), description="random_resized: range of the box's area fraction")
-    crop_ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="random_resized: range of the box's aspect ratio")
+    crop_ratio: tuple[float, float] = Field(
+        (3 / 4, 4 / 3), description="random_resized: range of the box's aspect ratio"
+    )
     flip: bool = Field(True, description="random horizontal flip")
     in_memory: bool | Literal["auto"] = Field(
         "auto",
@@ -99,13 +108,17 @@ class RunConfig(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only)"
     )
-    channels_last: bool | None = Field(None, description="default: on (except on MPS); measured 1.7x faster for NIN on CPU")
+    channels_last: bool | None = Field(
+        None, description="default: on (except on MPS); measured 1.7x faster for NIN on CPU"
+    )
     compile: bool = Field(False, description="torch.compile the model (faster steps after a slow first one)")
     sync_batchnorm: bool = Field(True, description="with several processes, BatchNorm statistics over the global batch")
     dist_timeout_minutes: float = Field(
         30.0, gt=0, description="several processes: how long a rank waits for the others (rank 0 evaluates and saves)"
     )
-    preset: str | None = Field(None, description="the task's preset these values started from (default: the task's default)")
+    preset: str | None = Field(
+        None, description="the task's preset these values started from (default: the task's default)"
+    )
 
     @field_validator("task", "backbone")
     @classmethod
@@ -169,10 +182,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".json":
             data = json.loads(text)
         elif path.suffix == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:  # Python 3.10
+                import tomli as tomllib
             data = tomllib.loads(text)
         else:
             raise ConfigError(f"--config '{path}': use a .json or .toml file")
@@ -202,7 +215,10 @@ def _describe(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
     return f"config '{key}': {err['msg']} (got {got!r})"
 
 
-def validate_section(model: type[BaseModel], values: Mapping[str, Any], prefix: str) -> BaseModel:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validate_section(model: type[_Model], values: Mapping[str, Any], prefix: str) -> _Model:
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:
@@ -220,7 +236,7 @@ def preset_overrides(task_cls: Any, task_name: str, preset: str) -> Mapping[str,
     return task_cls.presets[preset]
 
 
-def build_config(raw: Mapping[str, Any], plugins: "Plugins") -> RunConfig:
+def build_config(raw: Mapping[str, Any], plugins: Plugins) -> RunConfig:
     """Validate a merged raw config, including the task's and backbone's own options.
 
     Returns a config whose task/backbone sections hold every option with its default filled
@@ -242,7 +258,7 @@ def build_config(raw: Mapping[str, Any], plugins: "Plugins") -> RunConfig:
 
 def assemble(
     task: str,
-    plugins: "Plugins",
+    plugins: Plugins,
     *,
     preset: str | None = None,
     config_file: str | Path | None = None,

@@ -30,10 +30,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -48,8 +49,15 @@ log = logging.getLogger(__name__)
 FORMAT = "sslkit.encoder/1"
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 GPU_PROVIDERS = (TENSORRT, CUDA)
-PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "dml": "DmlExecutionProvider",
-                    "coreml": "CoreMLExecutionProvider", "rocm": "ROCMExecutionProvider", "openvino": "OpenVINOExecutionProvider"}
+PROVIDER_ALIASES = {
+    "cpu": CPU,
+    "cuda": CUDA,
+    "tensorrt": TENSORRT,
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
 REQUIRED = ("input_name", "input_shape", "mean", "std", "output_name", "output_shape", "layer", "pool")
 
 
@@ -94,8 +102,10 @@ def normalize(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 
 
 def preprocess(
-    images: Sequence[str | Path | Image.Image | np.ndarray], shape: Sequence[int],
-    mean: Sequence[float], std: Sequence[float],
+    images: Sequence[str | Path | Image.Image | np.ndarray],
+    shape: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> np.ndarray:
     """Files, PIL images or uint8 [C, H, W] arrays -> the encoder's input [B, C, H, W] float32."""
     arrays = []
@@ -105,9 +115,10 @@ def preprocess(
         elif isinstance(item, Image.Image):
             a = fit(item, shape)
         else:
-            a = decode(item, shape)
-            if a is None:
+            decoded = decode(item, shape)
+            if decoded is None:
                 raise DeployError(f"cannot read image '{item}'")
+            a = decoded
         if a.shape != tuple(shape) or a.dtype != np.uint8:
             raise DeployError(f"image array of shape {a.shape} {a.dtype}: expected uint8 {tuple(shape)}")
         arrays.append(a)
@@ -158,11 +169,16 @@ def gpu_build_problem(available: Sequence[str] | None = None) -> str | None:
     if gpu is None:
         return None
     if CUDA not in available:
-        return (f"onnxruntime-gpu {gpu} is installed but CUDAExecutionProvider is missing: plain onnxruntime{' ' + cpu if cpu else ''} "
-                "replaced its files; fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+        return (
+            f"onnxruntime-gpu {gpu} is installed but CUDAExecutionProvider is missing: plain "
+            f"onnxruntime{' ' + cpu if cpu else ''} "
+            "replaced its files; fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+        )
     if cpu is not None:
-        return (f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed and overwrite each other's files; "
-                "fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+        return (
+            f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed and overwrite each other's files; "
+            "fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+        )
     return None
 
 
@@ -214,7 +230,12 @@ def _capture_fd2(into: list[str]):
 def _reason(log_text: str, preload_text: str) -> str:
     """The first useful cause in onnxruntime's log (a library that did not load), one line."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", log_text + "\n" + preload_text)
-    for pattern in (r"with error: ([^\n]+)", r"Failed to load ([^\n]+)", r"(Failed to create \w+)", r"\[E:onnxruntime[^\]]*\] ([^\n]+)"):
+    for pattern in (
+        r"with error: ([^\n]+)",
+        r"Failed to load ([^\n]+)",
+        r"(Failed to create \w+)",
+        r"\[E:onnxruntime[^\]]*\] ([^\n]+)",
+    ):
         m = re.search(pattern, text)
         if m:
             return m.group(1).strip()[:200]
@@ -228,7 +249,10 @@ def _fix(reason: str, device: bool) -> str:
         return "no NVIDIA GPU driver on this machine: run on a machine with an NVIDIA GPU, or use --provider cpu"
     cuda = getattr(getattr(getattr(ort, "capi", None), "build_and_package_info", None), "cuda_version", None)
     libraries = f"CUDA {cuda.split('.')[0]} and cuDNN 9" if cuda else "CUDA and cuDNN"
-    return f"install the {libraries} libraries onnxruntime-gpu needs: pip install 'sslkit[gpu]' (onnxruntime-gpu[cuda,cudnn]), or use --provider cpu"
+    return (
+        f"install the {libraries} libraries onnxruntime-gpu needs: pip install 'sslkit[gpu]' "
+        "(onnxruntime-gpu[cuda,cudnn]), or use --provider cpu"
+    )
 
 
 @dataclass(frozen=True)
@@ -253,10 +277,13 @@ def _resolve(provider: str | None, available: Sequence[str], device: bool) -> tu
     name = PROVIDER_ALIASES.get(provider.lower(), provider)
     if name not in available:
         problem = gpu_build_problem(available) if name in (CUDA, TENSORRT) else None
-        raise DeployError(problem or (
-            f"provider '{provider}' is not in this onnxruntime build (available: {', '.join(available)}); "
-            "use --provider cpu, or install onnxruntime-gpu for cuda"
-        ))
+        raise DeployError(
+            problem
+            or (
+                f"provider '{provider}' is not in this onnxruntime build (available: {', '.join(available)}); "
+                "use --provider cpu, or install onnxruntime-gpu for cuda"
+            )
+        )
     if name == TENSORRT:
         return [TENSORRT, CUDA, CPU], False
     return [name] if name == CPU else [name, CPU], False
@@ -270,7 +297,9 @@ def _provider_options(name: str) -> dict[str, Any]:
     return {}
 
 
-def start_session(path: str | Path, provider: str | None = None, threads: int | None = None) -> tuple[ort.InferenceSession, SessionReport]:
+def start_session(
+    path: str | Path, provider: str | None = None, threads: int | None = None
+) -> tuple[ort.InferenceSession, SessionReport]:
     """An onnxruntime session on ``provider`` and a report of the providers that really run.
 
     ``provider``: ``auto``/None (TensorRT when its library is present, then CUDA, on a machine
@@ -300,7 +329,9 @@ def start_session(path: str | Path, provider: str | None = None, threads: int | 
             )
     except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DeployError(f"cannot load '{path}' as an ONNX model ({first[:200]}); re-export it with 'sslkit export'") from None
+        raise DeployError(
+            f"cannot load '{path}' as an ONNX model ({first[:200]}); re-export it with 'sslkit export'"
+        ) from None
     active = tuple(session.get_providers())
     fallback = note = None
     if gpu and active[0] != wanted[0]:
@@ -315,7 +346,11 @@ def start_session(path: str | Path, provider: str | None = None, threads: int | 
         if problem:
             fallback = f"running on the CPU: {problem}"
             log.warning("%s", fallback)
-        note = problem or ("no NVIDIA GPU found" if not device else "this onnxruntime build has no GPU provider (pip install onnxruntime-gpu)")
+        note = problem or (
+            "no NVIDIA GPU found"
+            if not device
+            else "this onnxruntime build has no GPU provider (pip install onnxruntime-gpu)"
+        )
     return session, SessionReport(provider or "auto", active, fallback, note)
 
 
@@ -349,23 +384,35 @@ class EncoderInfo:
     raw: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, str], path: Path) -> "EncoderInfo":
+    def from_metadata(cls, meta: dict[str, str], path: Path) -> EncoderInfo:
         missing = [k for k in REQUIRED if k not in meta]
         if missing:
             raise DeployError(
-                f"'{path}' is not an sslkit encoder (metadata {', '.join(missing)} missing); export it with 'sslkit export'"
+                f"'{path}' is not an sslkit encoder (metadata {', '.join(missing)} missing); export it with "
+                "'sslkit export'"
             )
         try:
             return cls(
-                input_name=meta["input_name"], input_shape=tuple(json.loads(meta["input_shape"])),
-                channel_order=meta.get("channel_order", "RGB"), mean=tuple(json.loads(meta["mean"])),
-                std=tuple(json.loads(meta["std"])), output_name=meta["output_name"],
-                output_shape=tuple(json.loads(meta["output_shape"])), layer=meta["layer"], pool=meta["pool"],
-                dtype=meta.get("dtype", "float32"), task=meta.get("task", ""), backbone=meta.get("backbone", ""),
-                sslkit_version=meta.get("sslkit_version", ""), config=json.loads(meta.get("config", "{}")), raw=dict(meta),
+                input_name=meta["input_name"],
+                input_shape=tuple(json.loads(meta["input_shape"])),
+                channel_order=meta.get("channel_order", "RGB"),
+                mean=tuple(json.loads(meta["mean"])),
+                std=tuple(json.loads(meta["std"])),
+                output_name=meta["output_name"],
+                output_shape=tuple(json.loads(meta["output_shape"])),
+                layer=meta["layer"],
+                pool=meta["pool"],
+                dtype=meta.get("dtype", "float32"),
+                task=meta.get("task", ""),
+                backbone=meta.get("backbone", ""),
+                sslkit_version=meta.get("sslkit_version", ""),
+                config=json.loads(meta.get("config", "{}")),
+                raw=dict(meta),
             )
         except (ValueError, TypeError) as exc:
-            raise DeployError(f"'{path}': unreadable sslkit metadata ({exc}); re-export it with 'sslkit export'") from None
+            raise DeployError(
+                f"'{path}': unreadable sslkit metadata ({exc}); re-export it with 'sslkit export'"
+            ) from None
 
 
 @dataclass
@@ -385,11 +432,16 @@ class OnnxEncoder:
         self.info = EncoderInfo.from_metadata(meta, self.path)
         inputs = self.session.get_inputs()
         if not inputs or inputs[0].name != self.info.input_name:
-            raise DeployError(f"'{self.path}': its input is not '{self.info.input_name}' as its metadata says; re-export it")
+            raise DeployError(
+                f"'{self.path}': its input is not '{self.info.input_name}' as its metadata says; re-export it"
+            )
         self._input_type = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         if (self.info.dtype == "float16" or "float16" in inputs[0].type) and self.provider == CPU:
             # onnxruntime's CPU kernels are float32: a float16 graph runs with casts around most ops.
-            log.warning("'%s' is a float16 export running on the CPU (slower than float32); export without --fp16 for CPU use", self.path.name)
+            log.warning(
+                "'%s' is a float16 export running on the CPU (slower than float32); export without --fp16 for CPU use",
+                self.path.name,
+            )
 
     @property
     def provider(self) -> str:
@@ -410,7 +462,7 @@ class OnnxEncoder:
             out = self.run_on_device(ort.OrtValue.ortvalue_from_numpy(x, self.device, 0)).numpy()
         return out.astype(np.float32, copy=False)
 
-    def run_on_device(self, x: "ort.OrtValue") -> "ort.OrtValue":
+    def run_on_device(self, x: ort.OrtValue) -> ort.OrtValue:
         """IO binding: an input ``OrtValue`` (on :attr:`device`, of the model's input dtype) ->
         the output ``OrtValue``, allocated by onnxruntime on the same device (nothing copied to the host)."""
         binding = self.session.io_binding()
@@ -428,7 +480,10 @@ class OnnxEncoder:
         return np.concatenate(parts) if parts else np.zeros((0, *self.info.output_shape), np.float32)
 
     def embed_files(
-        self, files: Sequence[str | Path], batch_size: int = 256, workers: int | None = None,
+        self,
+        files: Sequence[str | Path],
+        batch_size: int = 256,
+        workers: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Embeddings:
         """Embed image files in batches, in memory; unreadable ones are skipped and listed.
@@ -437,25 +492,29 @@ class OnnxEncoder:
         ``progress(done, total)`` is called after each batch. For collections that do not fit
         in memory, :func:`sslkit.embed_stream.embed_to_disk` writes rows as they come.
         """
-        files = [Path(f) for f in files]
+        paths = [Path(f) for f in files]
         shape = self.info.input_shape
         kept: list[Path] = []
         skipped: list[Path] = []
         parts: list[np.ndarray] = []
-        for rows, arrays in decoded_batches(lambda i: decode(files[i], shape), len(files), batch_size, workers):
+        for rows, arrays in decoded_batches(lambda i: decode(paths[i], shape), len(paths), batch_size, workers):
             good = [a for a in arrays if a is not None]
-            skipped += [files[i] for i, a in zip(rows, arrays) if a is None]
+            skipped += [paths[i] for i, a in zip(rows, arrays, strict=True) if a is None]
             if good:
-                kept += [files[i] for i, a in zip(rows, arrays) if a is not None]
+                kept += [paths[i] for i, a in zip(rows, arrays, strict=True) if a is not None]
                 parts.append(self(normalize(np.stack(good), self.info.mean, self.info.std)))
             if progress is not None:
-                progress(rows.stop, len(files))
+                progress(rows.stop, len(paths))
         embeddings = np.concatenate(parts) if parts else np.zeros((0, *self.info.output_shape), np.float32)
         return Embeddings(embeddings, kept, skipped)
 
 
 def decoded_batches(
-    decode_one: Callable[[int], np.ndarray | None], count: int, batch_size: int, workers: int | None = None, start: int = 0,
+    decode_one: Callable[[int], np.ndarray | None],
+    count: int,
+    batch_size: int,
+    workers: int | None = None,
+    start: int = 0,
 ) -> Iterator[tuple[range, list[np.ndarray | None]]]:
     """(indices, decoded images or None) for ``range(start, count)`` in batches; a thread pool
     decodes the next batch while the caller runs inference on this one."""

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -119,8 +120,13 @@ def _key(encoder: OnnxEncoder, images: Images) -> dict[str, Any]:
     st = encoder.path.stat()
     names = hashlib.sha256("\n".join(images.names()).encode()).hexdigest()
     return {
-        "format": STATE_FORMAT, "model": str(encoder.path.resolve()), "model_bytes": st.st_size,
-        "model_mtime_ns": st.st_mtime_ns, "inputs": names, "count": len(images), "shape": list(encoder.info.output_shape),
+        "format": STATE_FORMAT,
+        "model": str(encoder.path.resolve()),
+        "model_bytes": st.st_size,
+        "model_mtime_ns": st.st_mtime_ns,
+        "inputs": names,
+        "count": len(images),
+        "shape": list(encoder.info.output_shape),
     }
 
 
@@ -138,8 +144,15 @@ def _resume(rows_path: Path, state_path: Path, key: dict[str, Any]) -> tuple[np.
 
 
 def embed_to_disk(
-    encoder: OnnxEncoder, images: Images, out: str | Path, *, batch_size: int = 256, workers: int | None = None,
-    restart: bool = False, meta: dict[str, Any] | None = None, progress: Callable[[int, int], None] | None = None,
+    encoder: OnnxEncoder,
+    images: Images,
+    out: str | Path,
+    *,
+    batch_size: int = 256,
+    workers: int | None = None,
+    restart: bool = False,
+    meta: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EmbedResult:
     """Embed ``images`` into the collection ``out`` (a ``.npy`` name), batch by batch (module docstring).
 
@@ -157,7 +170,9 @@ def embed_to_disk(
     found = None if restart else _resume(rows_path, state_path, key)
     if found is None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows = np.lib.format.open_memmap(rows_path, mode="w+", dtype=np.float32, shape=(total, *encoder.info.output_shape))
+        rows = np.lib.format.open_memmap(
+            rows_path, mode="w+", dtype=np.float32, shape=(total, *encoder.info.output_shape)
+        )
         state: dict[str, Any] = {"key": key, "next": 0, "kept": 0, "skipped": []}
     else:
         rows, state = found
@@ -166,14 +181,16 @@ def embed_to_disk(
         progress(resumed_at, total)
     shape, info = encoder.info.input_shape, encoder.info
     t0 = time.perf_counter()
-    for chunk, arrays in decoded_batches(lambda i: images.decode(i, shape), total, batch_size, workers, start=resumed_at):
+    for chunk, arrays in decoded_batches(
+        lambda i: images.decode(i, shape), total, batch_size, workers, start=resumed_at
+    ):
         good = [a for a in arrays if a is not None]
         if good:
             kept = state["kept"]
             rows[kept : kept + len(good)] = encoder(normalize(np.stack(good), info.mean, info.std))
             rows.flush()  # the rows reach the file before the record that counts them
         state["kept"] += len(good)
-        state["skipped"] += [i for i, a in zip(chunk, arrays) if a is None]
+        state["skipped"] += [i for i, a in zip(chunk, arrays, strict=True) if a is None]
         state["next"] = chunk.stop
         atomic_write_text(state_path, json.dumps(state))
         if progress is not None:
@@ -185,9 +202,16 @@ def embed_to_disk(
     files = [images.path(i) for i in range(total) if i not in skipped]
     done_now = total - resumed_at
     meta = {
-        **(meta or {}), "provider": encoder.provider, "layer": info.layer, "pool": info.pool, "backbone": info.backbone,
-        "task": info.task, "images_per_s": done_now / max(seconds, 1e-9), "resumed_at": resumed_at,
-        "source": images.description, "skipped": [str(images.path(i)) for i in sorted(skipped)],
+        **(meta or {}),
+        "provider": encoder.provider,
+        "layer": info.layer,
+        "pool": info.pool,
+        "backbone": info.backbone,
+        "task": info.task,
+        "images_per_s": done_now / max(seconds, 1e-9),
+        "resumed_at": resumed_at,
+        "source": images.description,
+        "skipped": [str(images.path(i)) for i in sorted(skipped)],
     }
     paths = save_collection(out, rows[: state["kept"]], files, meta)
     del rows  # close the memory map before removing its file

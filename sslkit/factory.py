@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .plugins import Plugins
 
 
-def _plugins(plugins: "Plugins | None") -> "Plugins":
+def _plugins(plugins: Plugins | None) -> Plugins:
     if plugins is not None:
         return plugins
     from .plugins import load_plugins
@@ -19,15 +19,13 @@ def _plugins(plugins: "Plugins | None") -> "Plugins":
     return load_plugins()
 
 
-def create_backbone(name: str, plugins: "Plugins | None" = None, **options: Any) -> "Backbone":
+def create_backbone(name: str, plugins: Plugins | None = None, **options: Any) -> Backbone:
     """``create_backbone("nin", blocks=4, width=0.25)``: options are the backbone's Config."""
     cls = _plugins(plugins).backbones.get(name)
     return cls(validate_section(cls.Config, options, "backbone."))
 
 
-def create_task(
-    name: str, backbone: "Backbone", plugins: "Plugins | None" = None, **options: Any
-) -> "PretextTask":
+def create_task(name: str, backbone: Backbone, plugins: Plugins | None = None, **options: Any) -> PretextTask:
     """``create_task("rotation", backbone, angles=[0, 180])``: builds the task's head for it."""
     cls = _plugins(plugins).tasks.get(name)
     return cls(validate_section(cls.Config, options, "task."), backbone)
@@ -37,9 +35,9 @@ def create_probe(
     name: str,
     feature_shape: tuple[int, ...],
     num_classes: int,
-    plugins: "Plugins | None" = None,
+    plugins: Plugins | None = None,
     **options: Any,
-) -> "Probe":
+) -> Probe:
     """``create_probe("mlp", (192, 8, 8), 10)``: a probe for features of that shape."""
     cls = _plugins(plugins).probes.get(name)
     return cls(validate_section(cls.Config, options, "probe."), feature_shape, num_classes)

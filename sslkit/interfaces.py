@@ -6,8 +6,9 @@ user can set (``--set backbone.width=0.5``); the class is built from a validated
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,11 @@ class Config(BaseModel):
     """Base of every plugin config: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Inside Backbone and PretextTask the name Config is their own class attribute; annotations there
+# that mean this base class spell it _Config.
+_Config = Config
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,9 @@ class Backbone(nn.Module):
     encoders that are not a chain.
     """
 
-    Config: ClassVar[type[Config]] = Config
+    Config: ClassVar[type[_Config]] = _Config
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: _Config) -> None:
         super().__init__()
         self.config = config
         self.stages: tuple[Stage, ...] = ()
@@ -64,8 +70,7 @@ class Backbone(nn.Module):
                 return s
         names = self.stage_names
         raise UnknownNameError(
-            f"unknown stage '{name}'{suggest(name, names)} of {type(self).__name__}; "
-            f"stages: {', '.join(names)}"
+            f"unknown stage '{name}'{suggest(name, names)} of {type(self).__name__}; stages: {', '.join(names)}"
         )
 
     def forward(self, x: Tensor, stages: Sequence[str] | None = None) -> dict[str, Tensor]:
@@ -95,11 +100,11 @@ class PretextTask(nn.Module):
     given.
     """
 
-    Config: ClassVar[type[Config]] = Config
+    Config: ClassVar[type[_Config]] = _Config
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     default_preset: ClassVar[str | None] = None
 
-    def __init__(self, config: Config, backbone: Backbone) -> None:
+    def __init__(self, config: _Config, backbone: Backbone) -> None:
         super().__init__()
         self.config = config
 
@@ -126,7 +131,9 @@ class PretextTask(nn.Module):
         captioned with its label); tasks with other inputs (pairs, tuples) override it.
         """
         if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-            raise NotImplementedError(f"{type(self).__name__}.preview: override it for inputs that are not [M, C, H, W]")
+            raise NotImplementedError(
+                f"{type(self).__name__}.preview: override it for inputs that are not [M, C, H, W]"
+            )
         return [([inputs[i]], f"label {int(targets[i])}") for i in range(inputs.shape[0])]
 
 

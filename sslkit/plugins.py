@@ -23,8 +23,9 @@ import importlib.metadata as md
 import inspect
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pluggy
 
@@ -62,7 +63,7 @@ class Selection:
     disabled: frozenset[str]
 
     @classmethod
-    def parse(cls, spec: str | None) -> "Selection":
+    def parse(cls, spec: str | None) -> Selection:
         if spec is None or not spec.strip():
             return cls(None, frozenset())
         only: set[str] = set()
@@ -111,11 +112,7 @@ class Plugins:
 
     def versions(self) -> dict[str, str]:
         """{plugin: 'distribution version'} of the loaded plugins, recorded in checkpoints."""
-        return {
-            r.name: f"{r.distribution or '-'} {r.version or '-'}"
-            for r in self.records
-            if r.status == "loaded"
-        }
+        return {r.name: f"{r.distribution or '-'} {r.version or '-'}" for r in self.records if r.status == "loaded"}
 
     def registries(self) -> list[Registry[Any]]:
         return [self.tasks, self.backbones, self.probes, self.datasets, self.callbacks]
@@ -160,6 +157,11 @@ def _why(exc: BaseException) -> str:
 def _check_name(name: object) -> None:
     if not isinstance(name, str) or not name or name != name.strip():
         raise TypeError(f"invalid name {name!r}: use a non-empty string without surrounding spaces")
+
+
+def _loaded(obj: Any) -> Callable[[], Any]:
+    """The loader of a plugin object already in hand (``extra=``): it returns the object."""
+    return lambda: obj
 
 
 def _register(
@@ -215,8 +217,11 @@ def _collect(plugins: Plugins) -> None:
         staged: list[tuple[str, str, Any]] = []
         hook_name = ""
         try:
-            for hook_name, attr, impl in impls.get(record.name, []):
-                impl.function(register=lambda name, obj, _a=attr: staged.append((_a, name, obj)))
+            # hook_name is read by the except clause below to name the hook that failed.
+            for hook_name, attr, impl in impls.get(record.name, []):  # noqa: B007 -- used after the loop
+                # Bind this record's list: a plugin that keeps `register` and calls it later
+                # must not stage into another plugin's registrations.
+                impl.function(register=lambda name, obj, _a=attr, _s=staged: _s.append((_a, name, obj)))
                 base = expected.get(attr)
                 for _, name, obj in (s for s in staged if s[0] == attr):
                     _check_name(name)
@@ -230,7 +235,10 @@ def _collect(plugins: Plugins) -> None:
             record.status, record.error = "failed", f"{hook_name} failed: {_why(exc)}"
             log.warning(
                 "plugin '%s' was not loaded: %s; fix or uninstall it, or disable it with %s='-%s'",
-                record.name, record.error, ENV_VAR, record.name,
+                record.name,
+                record.error,
+                ENV_VAR,
+                record.name,
             )
             continue
         provider = Provider(record.name, record.distribution, record.version)
@@ -292,7 +300,7 @@ def load_plugins(
         name = _local_name(obj)
         if isinstance(obj, str):
             obj = importlib.import_module(obj)
-        _register(pm, plugins, name, lambda o=obj: o, (None, None))
+        _register(pm, plugins, name, _loaded(obj), (None, None))
     _collect(plugins)
     _warn_conflicts(plugins)
     _note_disabled(plugins)
@@ -300,4 +308,3 @@ def load_plugins(
     for registry in plugins.registries():
         registry.load_failures.update(failures)
     return plugins
-

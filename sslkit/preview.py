@@ -7,8 +7,8 @@ tensors, so each image is stretched to its own min..max for display.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -39,8 +39,12 @@ def render_preview(items: Sequence[PreviewItem], columns: int, min_tile: int = 6
     pad, text_h = 4, 14
     tiles = []
     for images, caption in items:
-        parts = [Image.fromarray(to_uint8(img).numpy()).resize(
-            (img.shape[-1] * scale, img.shape[-2] * scale), Image.NEAREST) for img in images]
+        parts = [
+            Image.fromarray(to_uint8(img).numpy()).resize(
+                (img.shape[-1] * scale, img.shape[-2] * scale), Image.Resampling.NEAREST
+            )
+            for img in images
+        ]
         w = sum(p.width for p in parts) + 2 * (len(parts) - 1)
         tile = Image.new("RGB", (max(w, 6 * len(caption) + 2), height * scale + text_h), "white")
         x = 0

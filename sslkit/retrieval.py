@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
@@ -54,7 +55,9 @@ def _atomic(path: Path, write) -> None:
             tmp.unlink()
 
 
-def save_collection(path: str | Path, embeddings: np.ndarray, files: Sequence[Path], meta: dict[str, Any]) -> tuple[Path, Path, Path]:
+def save_collection(
+    path: str | Path, embeddings: np.ndarray, files: Sequence[Path], meta: dict[str, Any]
+) -> tuple[Path, Path, Path]:
     """Write the three files of a collection; file paths are stored relative to their common root."""
     path = Path(path)
     if path.suffix != ".npy":
@@ -64,8 +67,13 @@ def save_collection(path: str | Path, embeddings: np.ndarray, files: Sequence[Pa
     index, info = sidecars(path)
     _atomic(path, lambda f: np.save(f, embeddings))
     _atomic(index, lambda f: f.write("".join(p.relative_to(root).as_posix() + "\n" for p in absolute).encode()))
-    meta = {**meta, "root": str(root), "count": int(len(embeddings)), "shape": list(embeddings.shape[1:]),
-            "index": index.name}
+    meta = {
+        **meta,
+        "root": str(root),
+        "count": int(len(embeddings)),
+        "shape": list(embeddings.shape[1:]),
+        "index": index.name,
+    }
     _atomic(info, lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
     return path, index, info
 
@@ -75,7 +83,9 @@ def load_collection(path: str | Path) -> Collection:
     index, info = sidecars(path)
     for p in (path, index, info):
         if not p.is_file():
-            raise DeployError(f"no '{p}': give the .npy written by 'sslkit embed' (with its .files.txt and .json beside it)")
+            raise DeployError(
+                f"no '{p}': give the .npy written by 'sslkit embed' (with its .files.txt and .json beside it)"
+            )
     try:
         embeddings = np.load(path, allow_pickle=False)
         meta = json.loads(info.read_text())
@@ -84,12 +94,17 @@ def load_collection(path: str | Path) -> Collection:
     root = Path(meta.get("root", "."))
     files = [root / line for line in index.read_text().splitlines() if line]
     if len(files) != len(embeddings):
-        raise DeployError(f"'{index}' lists {len(files)} files for {len(embeddings)} embeddings; embed the images again")
+        raise DeployError(
+            f"'{index}' lists {len(files)} files for {len(embeddings)} embeddings; embed the images again"
+        )
     return Collection(embeddings, files, meta)
 
 
 def cosine_neighbors(
-    collection: np.ndarray, queries: np.ndarray, k: int, exclude: Sequence[int | None] | None = None,
+    collection: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    exclude: Sequence[int | None] | None = None,
     center: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices [Q, k] and cosine similarities [Q, k] of each query's ``k`` nearest rows, best
@@ -138,7 +153,7 @@ def neighbor_grid(
             draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=(200, 200, 200))
             unreadable.add(path)
 
-    for r, (q, row) in enumerate(zip(queries, neighbors)):
+    for r, (q, row) in enumerate(zip(queries, neighbors, strict=True)):
         y = pad + r * (tile + caption + pad)
         put(q, pad, y)
         draw.rectangle([pad - 2, y - 2, pad + tile + 1, y + tile + 1], outline=(220, 30, 30), width=2)
@@ -152,6 +167,9 @@ def neighbor_grid(
         first = sorted(unreadable)[0]
         log.warning(
             "%d of the %d images in the grid could not be read (e.g. '%s': moved or deleted since "
-            "embedding) and are drawn as grey tiles; embed the images again", len(unreadable), shown, first,
+            "embedding) and are drawn as grey tiles; embed the images again",
+            len(unreadable),
+            shown,
+            first,
         )
     return canvas

@@ -9,9 +9,10 @@ the facts needed to use it. The CLI, probes, export, viz and the Python API all 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import torch
 from torch import Tensor
@@ -163,11 +164,18 @@ def load_run(run: str | Path | Run, plugins: Plugins | None = None, *, map_locat
         raise CheckpointError(f"'{path}': the run's config has no data.mean/std; re-train with a current sslkit")
     facts = state.get("data", {})
     return Run(
-        backbone=backbone.eval(), config=config,
+        backbone=backbone.eval(),
+        config=config,
         input_shape=tuple(int(s) for s in facts["shape"]),  # type: ignore[arg-type]
-        mean=tuple(data["mean"]), std=tuple(data["std"]), task=config["task"]["name"],
-        epoch=int(state.get("epoch", 0)), path=path, run_dir=Path(run) if Path(run).is_dir() else None,
-        history=list(state.get("history", [])), classes=facts.get("classes"), plugins=plugins,
+        mean=tuple(data["mean"]),
+        std=tuple(data["std"]),
+        task=config["task"]["name"],
+        epoch=int(state.get("epoch", 0)),
+        path=path,
+        run_dir=Path(run) if Path(run).is_dir() else None,
+        history=list(state.get("history", [])),
+        classes=facts.get("classes"),
+        plugins=plugins,
     )
 
 
@@ -176,7 +184,9 @@ def as_images(images: ImageInput, shape: Sequence[int]) -> Tensor:
     if isinstance(images, Tensor):
         x = images if images.dim() == 4 else images.unsqueeze(0)
         if x.dim() != 4 or x.shape[1] != shape[0]:
-            raise DataError(f"image tensor of shape {list(images.shape)}: expected [N, {shape[0]}, H, W] or [{shape[0]}, H, W]")
+            raise DataError(
+                f"image tensor of shape {list(images.shape)}: expected [N, {shape[0]}, H, W] or [{shape[0]}, H, W]"
+            )
         return x if x.dtype == torch.uint8 else x.float() * 255.0  # floats are 0..1 (torchvision's ToTensor)
     from PIL import Image
 

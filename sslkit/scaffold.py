@@ -52,7 +52,7 @@ KIND_INFO = {
 }
 
 
-def validate_name(name: str, kind: str, plugins: "Plugins | None" = None) -> None:
+def validate_name(name: str, kind: str, plugins: Plugins | None = None) -> None:
     """One-line :class:`ScaffoldError` if ``name`` is not a usable new plugin name."""
     if kind not in KIND_INFO:
         raise ScaffoldError(f"unknown plugin kind '{kind}'; use --kind task, backbone or probe")
@@ -69,7 +69,8 @@ def validate_name(name: str, kind: str, plugins: "Plugins | None" = None) -> Non
     registry = getattr(plugins, info.registry)
     if name in registry:
         raise ScaffoldError(
-            f"{info.label} '{name}' is already registered by {registry.entry(name).provider.describe()}; choose another name"
+            f"{info.label} '{name}' is already registered by {registry.entry(name).provider.describe()}; "
+            "choose another name"
         )
     for record in plugins.records:
         if record.name == name:
@@ -107,7 +108,7 @@ def render(name: str, kind: str) -> dict[str, str]:
     return out
 
 
-def write_plugin(name: str, kind: str = "task", directory: str | Path = ".", plugins: "Plugins | None" = None) -> Path:
+def write_plugin(name: str, kind: str = "task", directory: str | Path = ".", plugins: Plugins | None = None) -> Path:
     """Write the package ``sslkit-NAME/`` into ``directory`` and return its path.
 
     Refuses to overwrite: an existing target folder is an error. The package is written into a

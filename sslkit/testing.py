@@ -36,9 +36,10 @@ import functools
 import io
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +99,13 @@ def _fail(report: Report, message: str) -> ConformanceError:
     return ConformanceError(f"{report.kind} '{report.name}': {message}")
 
 
-def _resolve(kind: str, registry_attr: str, base: type, spec: Any, plugins: Plugins | None) -> tuple[str, type]:
+_Kind = TypeVar("_Kind", Backbone, PretextTask, Probe)
+_Options = TypeVar("_Options", bound=Config)
+
+
+def _resolve(
+    kind: str, registry_attr: str, base: type[_Kind], spec: Any, plugins: Plugins | None
+) -> tuple[str, type[_Kind]]:
     """(display name, class) from a registered name or a class."""
     if isinstance(spec, str):
         plugins = plugins if plugins is not None else load_plugins()
@@ -116,9 +123,9 @@ def _resolve(kind: str, registry_attr: str, base: type, spec: Any, plugins: Plug
     return name, cls
 
 
-def _config(cls: type, options: Mapping[str, Any] | None, prefix: str) -> Config:
+def _config(config_cls: type[_Options], options: Mapping[str, Any] | None, prefix: str) -> _Options:
     # A bad option is the caller's mistake, not the plugin's: a one-line sslkit ConfigError.
-    return validate_section(cls.Config, dict(options or {}), prefix)  # type: ignore[return-value]
+    return validate_section(config_cls, dict(options or {}), prefix)
 
 
 @contextlib.contextmanager
@@ -179,7 +186,7 @@ def _same(a: Any, b: Any, atol: float = 0.0) -> bool:
     ta, tb = _tensors(a), _tensors(b)
     if len(ta) != len(tb):
         return False
-    for x, y in zip(ta, tb):
+    for x, y in zip(ta, tb, strict=True):
         if x.shape != y.shape or x.dtype != y.dtype:
             return False
         if atol == 0.0 and not torch.equal(x, y):
@@ -197,7 +204,9 @@ def _round_trip(module: nn.Module, fresh: nn.Module) -> None:
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
 
 
-def _fit(report: Report, params: Sequence[nn.Parameter], step_loss: Callable[[], Tensor], steps: int, lr: float) -> None:
+def _fit(
+    report: Report, params: Sequence[nn.Parameter], step_loss: Callable[[], Tensor], steps: int, lr: float
+) -> None:
     """Adam on a fixed batch: the loss must be finite and end lower than it started."""
     if not params:
         raise _fail(report, "has no trainable parameters")
@@ -241,7 +250,7 @@ def check_backbone(
     name, cls = _resolve("backbone", "backbones", Backbone, backbone, plugins)
     report = Report("backbone", name)
     dev = _device(device)
-    config = _config(cls, options, "backbone.")
+    config = _config(cls.Config, options, "backbone.")
 
     def build(s: int) -> Backbone:
         torch.manual_seed(s)
@@ -265,14 +274,28 @@ def check_backbone(
         out = model(x, names)
         last = model(x)
     if not isinstance(out, dict) or set(out) != set(names):
-        raise _fail(report, f"forward(x, {names}) must return a dict with exactly those stages, got {list(out) if isinstance(out, dict) else type(out).__name__}")
+        raise _fail(
+            report,
+            f"forward(x, {names}) must return a dict with exactly those stages, got "
+            f"{list(out) if isinstance(out, dict) else type(out).__name__}",
+        )
     if set(last) != {names[-1]}:
         raise _fail(report, f"forward(x) must return only the last stage '{names[-1]}', got {list(last)}")
     for s in stages:
         y = out[s.name]
         expected = {image_size // s.stride, -(-image_size // s.stride)}
-        if y.dim() != 4 or y.shape[0] != batch or y.shape[1] != s.channels or y.shape[2] not in expected or y.shape[3] not in expected:
-            raise _fail(report, f"stage '{s.name}' should be [{batch}, {s.channels}, {image_size // s.stride}, {image_size // s.stride}] for {image_size}px input (stride {s.stride}), got {list(y.shape)}")
+        if (
+            y.dim() != 4
+            or y.shape[0] != batch
+            or y.shape[1] != s.channels
+            or y.shape[2] not in expected
+            or y.shape[3] not in expected
+        ):
+            raise _fail(
+                report,
+                f"stage '{s.name}' should be [{batch}, {s.channels}, {image_size // s.stride}, "
+                f"{image_size // s.stride}] for {image_size}px input (stride {s.stride}), got {list(y.shape)}",
+            )
         if y.device.type != dev.type:
             raise _fail(report, f"stage '{s.name}' came back on {y.device}, the input was on {dev}")
         if not torch.isfinite(y).all():
@@ -282,7 +305,11 @@ def check_backbone(
     with torch.no_grad():
         again = build(seed).eval()(x, names)
     if not _same(out, again):
-        raise _fail(report, f"two builds under torch.manual_seed({seed}) give different outputs (initialise only from torch's global RNG)")
+        raise _fail(
+            report,
+            f"two builds under torch.manual_seed({seed}) give different outputs (initialise only from torch's "
+            "global RNG)",
+        )
     report.ok("deterministic under a seed")
 
     with torch.no_grad():
@@ -296,7 +323,11 @@ def check_backbone(
     with torch.no_grad():
         restored = fresh(x, names)
     if not _same(out, restored):
-        raise _fail(report, "a fresh instance loaded from state_dict gives different outputs (is some state not a parameter or buffer?)")
+        raise _fail(
+            report,
+            "a fresh instance loaded from state_dict gives different outputs"
+            " (is some state not a parameter or buffer?)",
+        )
     report.ok("checkpoint round trip")
 
     model.train()
@@ -305,15 +336,21 @@ def check_backbone(
     sum(f.float().pow(2).mean() for f in features.values()).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     if unused:
-        raise _fail(report, f"parameters get no gradient when every stage is asked for (DistributedDataParallel fails on them): {', '.join(unused[:5])}")
+        raise _fail(
+            report,
+            "parameters get no gradient when every stage is asked for (DistributedDataParallel fails on "
+            f"them): {', '.join(unused[:5])}",
+        )
     report.ok("every parameter trains")
 
     head = nn.Linear(stages[-1].channels, 4).to(dev)
     targets = torch.arange(batch, device=dev) % 4
     _fit(
-        report, [*model.parameters(), *head.parameters()],
+        report,
+        [*model.parameters(), *head.parameters()],
         lambda: nn.functional.cross_entropy(head(model(x)[names[-1]].float().mean(dim=(2, 3))), targets),
-        steps=6, lr=1e-3,
+        steps=6,
+        lr=1e-3,
     )
     if onnx:
         _check_onnx(report, model.eval(), x, names)
@@ -349,20 +386,37 @@ def _check_onnx(report: Report, model: Backbone, x: Tensor, names: Sequence[str]
             warnings.simplefilter("ignore")  # exporter deprecation chatter is not the plugin's fault
             try:
                 # The TorchScript exporter is ~5x faster than the dynamo one for these checks.
-                torch.onnx.export(wrapper, (x,), str(path), input_names=["images"], output_names=list(names),
-                                  dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+                torch.onnx.export(
+                    wrapper,
+                    (x,),
+                    str(path),
+                    input_names=["images"],
+                    output_names=list(names),
+                    dynamic_axes={"images": {0: "batch"}},
+                    dynamo=False,
+                )
             except Exception as first:
                 try:
-                    torch.onnx.export(wrapper, (x,), str(path), input_names=["images"], output_names=list(names), dynamo=True)
+                    torch.onnx.export(
+                        wrapper, (x,), str(path), input_names=["images"], output_names=list(names), dynamo=True
+                    )
                 except Exception as exc:
-                    raise _fail(report, f"cannot be exported to ONNX: {type(first).__name__}: {first}; dynamo exporter: {type(exc).__name__}: {exc}".replace("\n", " ")) from None
+                    raise _fail(
+                        report,
+                        f"cannot be exported to ONNX: {type(first).__name__}: {first}; dynamo exporter: "
+                        f"{type(exc).__name__}: {exc}".replace("\n", " "),
+                    ) from None
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    for n, want, have in zip(names, expected, got):
+    for n, want, have in zip(names, expected, got, strict=True):
         have_t = torch.from_numpy(have)
         if have_t.shape != want.shape or not torch.allclose(have_t, want, atol=1e-4, rtol=1e-3):
             diff = (have_t - want).abs().max().item() if have_t.shape == want.shape else float("nan")
-            raise _fail(report, f"ONNX output of stage '{n}' differs from PyTorch (max abs diff {diff:.3g}, shapes {list(have_t.shape)} vs {list(want.shape)})")
+            raise _fail(
+                report,
+                f"ONNX output of stage '{n}' differs from PyTorch (max abs diff {diff:.3g}, shapes "
+                f"{list(have_t.shape)} vs {list(want.shape)})",
+            )
     report.ok("onnx export matches")
 
 
@@ -406,7 +460,7 @@ def check_task(
     name, cls = _resolve("pretext task", "tasks", PretextTask, task, plugins)
     report = Report("pretext task", name)
     dev = _device(device)
-    config = _config(cls, options, "task.")
+    config = _config(cls.Config, options, "task.")
     make_backbone = _build_backbone(backbone, backbone_options, plugins)
 
     for preset, overrides in dict(cls.presets).items():
@@ -431,23 +485,38 @@ def check_task(
     bb, model = build(seed)
     inputs, targets = draw(model, images, seed)
     if not isinstance(targets, Tensor) or targets.dtype != torch.int64 or targets.dim() != 1:
-        raise _fail(report, f"prepare() must return targets as a 1-D int64 tensor, got {getattr(targets, 'dtype', type(targets).__name__)} {list(getattr(targets, 'shape', []))}")
+        raise _fail(
+            report,
+            "prepare() must return targets as a 1-D int64 tensor, got "
+            f"{getattr(targets, 'dtype', type(targets).__name__)} {list(getattr(targets, 'shape', []))}",
+        )
     for t in [*_tensors(inputs), targets]:
         if t.device.type != dev.type:
-            raise _fail(report, f"prepare() returned a tensor on {t.device} for images on {dev} (generate on the images' device)")
+            raise _fail(
+                report,
+                f"prepare() returned a tensor on {t.device} for images on {dev} (generate on the images' device)",
+            )
     again_inputs, again_targets = draw(model, images, seed)
     if not (_same(inputs, again_inputs) and torch.equal(targets, again_targets)):
-        raise _fail(report, "prepare() gives different results for the same seeded generator (draw randomness only from it)")
+        raise _fail(
+            report, "prepare() gives different results for the same seeded generator (draw randomness only from it)"
+        )
     report.ok("prepare: targets, device, determinism")
 
     model.eval(), bb.eval()
     with torch.no_grad():
         logits = model(bb, inputs)
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != targets.shape[0]:
-        raise _fail(report, f"forward() must return logits [M, K] with M = {targets.shape[0]} targets, got {list(getattr(logits, 'shape', []))}")
+        raise _fail(
+            report,
+            f"forward() must return logits [M, K] with M = {targets.shape[0]} targets, got "
+            f"{list(getattr(logits, 'shape', []))}",
+        )
     k = logits.shape[1]
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= k):
-        raise _fail(report, f"targets must lie in [0, {k}) for {k} logits, got [{int(targets.min())}, {int(targets.max())}]")
+        raise _fail(
+            report, f"targets must lie in [0, {k}) for {k} logits, got [{int(targets.min())}, {int(targets.max())}]"
+        )
     if not torch.isfinite(logits).all():
         raise _fail(report, "logits are not finite")
     correct = model.correct(logits, targets)
@@ -460,7 +529,10 @@ def check_task(
     with torch.no_grad():
         if not _same(logits, model2(bb2, draw(model2, images, seed)[0])):
             raise _fail(report, f"two builds under torch.manual_seed({seed}) give different logits")
-        cl_bb, cl_task = copy.deepcopy(bb).to(memory_format=torch.channels_last), copy.deepcopy(model).to(memory_format=torch.channels_last)
+        cl_bb, cl_task = (
+            copy.deepcopy(bb).to(memory_format=torch.channels_last),
+            copy.deepcopy(model).to(memory_format=torch.channels_last),
+        )
         if not _same(logits, cl_task(cl_bb, _to_channels_last(inputs)), atol=1e-4):
             raise _fail(report, "channels_last inputs and weights give different logits")
     report.ok("deterministic under a seed, channels_last")
@@ -471,7 +543,10 @@ def check_task(
     fresh_bb.eval(), fresh_task.eval()
     with torch.no_grad():
         if not _same(logits, fresh_task(fresh_bb, inputs)):
-            raise _fail(report, "a fresh task loaded from state_dict gives different logits (keep all state in parameters or buffers)")
+            raise _fail(
+                report,
+                "a fresh task loaded from state_dict gives different logits (keep all state in parameters or buffers)",
+            )
     report.ok("checkpoint round trip")
 
     bb.train(), model.train()
@@ -504,7 +579,7 @@ def check_probe(
     if not issubclass(cls.Config, ProbeConfig):
         raise _fail(report, "its Config must subclass sslkit.ProbeConfig (the training recipe every probe has)")
     dev = _device(device)
-    config = _config(cls, options, "probe.")
+    config = _config(cls.Config, options, "probe.")
 
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(batch, *feature_shape, generator=g).to(dev)
@@ -515,22 +590,26 @@ def check_probe(
     def build(s: int) -> Probe:
         torch.manual_seed(s)
         probe = cls(config, tuple(feature_shape), num_classes).to(dev)
-        if fits:
-            probe.fit(features, labels)
+        if fits:  # Probe does not declare fit() (only non-parametric probes have it), hence the cast
+            cast(Any, probe).fit(features, labels)
         return probe
 
     model = build(seed).eval()
     with torch.no_grad():
         logits = model(features)
     if not isinstance(logits, Tensor) or tuple(logits.shape) != (batch, num_classes):
-        raise _fail(report, f"forward() must return logits [{batch}, {num_classes}], got {list(getattr(logits, 'shape', []))}")
+        raise _fail(
+            report, f"forward() must return logits [{batch}, {num_classes}], got {list(getattr(logits, 'shape', []))}"
+        )
     if logits.device.type != dev.type or not torch.isfinite(logits).all():
         raise _fail(report, f"logits must be finite and on {dev}")
     report.ok("logit shape, device")
     with torch.no_grad():
         if not _same(logits, build(seed).eval()(features)):
             raise _fail(report, f"two builds under torch.manual_seed({seed}) give different logits")
-        if len(feature_shape) == 3 and not _same(logits, copy.deepcopy(model).to(memory_format=torch.channels_last)(_to_channels_last(features)), atol=1e-4):
+        if len(feature_shape) == 3 and not _same(
+            logits, copy.deepcopy(model).to(memory_format=torch.channels_last)(_to_channels_last(features)), atol=1e-4
+        ):
             raise _fail(report, "channels_last features give different logits")
     report.ok("deterministic under a seed, channels_last")
     torch.manual_seed(seed + 1)
@@ -540,7 +619,9 @@ def check_probe(
         with torch.no_grad():
             restored = fresh(features)
     except Exception as exc:
-        raise _fail(report, f"a fresh probe cannot load its state_dict: {type(exc).__name__}: {exc}".replace("\n", " ")) from None
+        raise _fail(
+            report, f"a fresh probe cannot load its state_dict: {type(exc).__name__}: {exc}".replace("\n", " ")
+        ) from None
     if not _same(logits, restored):
         raise _fail(report, "a fresh probe loaded from state_dict gives different logits")
     report.ok("checkpoint round trip")
@@ -552,6 +633,11 @@ def check_probe(
         report.ok("fit: predicts its own training labels")
         return report
     model.train()
-    _fit(report, [p for p in model.parameters() if p.requires_grad],
-         lambda: nn.functional.cross_entropy(model(features), labels), steps=steps, lr=lr)
+    _fit(
+        report,
+        [p for p in model.parameters() if p.requires_grad],
+        lambda: nn.functional.cross_entropy(model(features), labels),
+        steps=steps,
+        lr=lr,
+    )
     return report

@@ -22,7 +22,9 @@ def run(tmp_path_factory, plugins):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SSLKIT_DATA", str(tmp_path_factory.getbasetemp() / "sslkit-data"))
         out = tmp_path_factory.mktemp("api") / "run"
-        return sslkit.train("rotation", out, backbone="nin", data="sample", epochs=1, device="cpu", plugins=plugins, **TINY)
+        return sslkit.train(
+            "rotation", out, backbone="nin", data="sample", epochs=1, device="cpu", plugins=plugins, **TINY
+        )
 
 
 def test_listing_and_factory(plugins):
@@ -46,7 +48,12 @@ def test_overrides_layer_merges_dotted_keys_and_dicts():
 
 
 def test_train_returns_the_run_as_configured(run):
-    assert run.config["epochs"] == 1 and run.config["backbone"] == {"name": "nin", "blocks": 3, "width": 0.1, "in_channels": 3}
+    assert run.config["epochs"] == 1 and run.config["backbone"] == {
+        "name": "nin",
+        "blocks": 3,
+        "width": 0.1,
+        "in_channels": 3,
+    }
     assert run.config["data"]["subset"] == 64 and run.config["task"]["name"] == "rotation"
     assert len(run.history) == 1 and 0.0 <= run.history[0]["heldout_acc"] <= 1.0
     assert not run.backbone.training and run.backbone.stage_names == ["block1", "block2", "block3"]
@@ -130,7 +137,23 @@ def test_cli_train_piped_progress_and_next_steps(tmp_path, capsys):
     out = tmp_path / "run"
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     with pytest.raises(SystemExit) as exit_:
-        main(["train", "rotation", "--epochs", "1", "--device", "cpu", "--out", str(out), *sets, "--set", "data.subset=224", "--set", "data.batch_size=16"])
+        main(
+            [
+                "train",
+                "rotation",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                *sets,
+                "--set",
+                "data.subset=224",
+                "--set",
+                "data.batch_size=16",
+            ]
+        )
     err = capsys.readouterr().err
     assert exit_.value.code in (0, None), err
     # 168 training images / 16 per step = 10 steps; the loop reports every 5th step.

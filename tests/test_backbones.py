@@ -61,7 +61,15 @@ def test_nin_layers_match_spec(plugins):
     nin = create_backbone("nin", plugins, blocks=3)
     convs = [m for m in nin.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.kernel_size[0], c.out_channels) for c in convs] == [
-        (5, 192), (1, 160), (1, 96), (5, 192), (1, 192), (1, 192), (3, 192), (1, 192), (1, 192)
+        (5, 192),
+        (1, 160),
+        (1, 96),
+        (5, 192),
+        (1, 192),
+        (1, 192),
+        (3, 192),
+        (1, 192),
+        (1, 192),
     ]
     assert all(c.bias is None and c.stride == (1, 1) and c.padding[0] == (c.kernel_size[0] - 1) // 2 for c in convs)
     pools = [type(m).__name__ for m in nin.modules() if isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d))]

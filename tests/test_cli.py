@@ -13,8 +13,12 @@ import pytest
 
 def sslkit(*args, env=None, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "sslkit", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, cwd=cwd, timeout=600,
+        [sys.executable, "-m", "sslkit", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=600,
     )
 
 
@@ -27,13 +31,22 @@ def _empty_folder(tmp_path):
 BAD = {
     "unknown task": (["train", "rotaton"], "unknown pretext task 'rotaton' (did you mean 'rotation'?)"),
     "unknown backbone": (["train", "rotation", "--backbone", "nim"], "unknown backbone 'nim' (did you mean 'nin'?)"),
-    "unknown --set key": (["train", "rotation", "--set", "backbone.widht=0.5"], "unknown config key 'backbone.widht' (did you mean 'width'?)"),
+    "unknown --set key": (
+        ["train", "rotation", "--set", "backbone.widht=0.5"],
+        "unknown config key 'backbone.widht' (did you mean 'width'?)",
+    ),
     "wrong --set type": (["train", "rotation", "--set", "backbone.width=wide"], "config 'backbone.width'"),
     "malformed --set": (["train", "rotation", "--set", "width"], "expected KEY=VALUE"),
-    "--data nowhere": (["train", "rotation", "--data", "/no/such/folder"], "--data '/no/such/folder': no such dataset or folder"),
+    "--data nowhere": (
+        ["train", "rotation", "--data", "/no/such/folder"],
+        "--data '/no/such/folder': no such dataset or folder",
+    ),
     "folder without images": (["train", "rotation", "--data", "EMPTY"], "no images found"),
     "unknown preset": (["train", "rotation", "--preset", "papr"], "unknown preset 'papr' (did you mean 'paper'?)"),
-    "missing config file": (["train", "rotation", "--config", "/no/config.toml"], "--config '/no/config.toml': no such file"),
+    "missing config file": (
+        ["train", "rotation", "--config", "/no/config.toml"],
+        "--config '/no/config.toml': no such file",
+    ),
     "resume without out": (["train", "rotation", "--resume"], "--resume needs --out"),
     "unknown device": (["train", "rotation", "--device", "tpu"], "--device 'tpu'"),
 }
@@ -63,7 +76,13 @@ def test_help_is_fast_and_does_not_import_torch():
 
 def test_plugins_command_and_disabling(tmp_path):
     listed = json.loads(sslkit("plugins", "--json").stdout)
-    assert {"kind": "pretext task", "name": "rotation", "plugin": "rotation", "distribution": "sslkit-rotation", "version": "0.1.0"} in listed["provides"]
+    assert {
+        "kind": "pretext task",
+        "name": "rotation",
+        "plugin": "rotation",
+        "distribution": "sslkit-rotation",
+        "version": "0.1.0",
+    } in listed["provides"]
     off = sslkit("--plugins", "-rotation", "train", "rotation")
     assert off.returncode == 2 and "unknown pretext task 'rotation'" in off.stderr
     env_off = json.loads(sslkit("plugins", "--json", env={"SSLKIT_PLUGINS": "none"}).stdout)
@@ -72,8 +91,24 @@ def test_plugins_command_and_disabling(tmp_path):
 
 def test_existing_run_is_never_overwritten(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "rotation", "--epochs", "1", "--device", "cpu", "--out", str(run),
-            "--set", "backbone.blocks=3", "--set", "backbone.width=0.1", "--set", "data.subset=64", "--set", "data.batch_size=32"]
+    args = [
+        "train",
+        "rotation",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+        "--set",
+        "backbone.blocks=3",
+        "--set",
+        "backbone.width=0.1",
+        "--set",
+        "data.subset=64",
+        "--set",
+        "data.batch_size=32",
+    ]
     assert sslkit(*args).returncode == 0
     before = (run / "checkpoint.pt").read_bytes()
     again = sslkit(*args)
@@ -84,22 +119,58 @@ def test_existing_run_is_never_overwritten(tmp_path):
 def test_torchrun_two_processes_match_one(tmp_path):
     """`torchrun --nproc_per_node 2 -m sslkit train ...` trains with DDP over gloo, and with the
     same global batch gives the loss curve of one process (BatchNorm statistics are global)."""
-    args = ["train", "rotation", "--epochs", "3", "--device", "cpu", "--set", "backbone.blocks=3",
-            "--set", "backbone.width=0.1", "--set", "data.subset=140", "--set", "data.batch_size=64",
-            "--set", "optim.lr=0.01"]
+    args = [
+        "train",
+        "rotation",
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--set",
+        "backbone.blocks=3",
+        "--set",
+        "backbone.width=0.1",
+        "--set",
+        "data.subset=140",
+        "--set",
+        "data.batch_size=64",
+        "--set",
+        "optim.lr=0.01",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "sslkit", *args, "--out", str(tmp_path / "one")],
-                         capture_output=True, text=True, timeout=600, env=env)
+    one = subprocess.run(
+        [sys.executable, "-m", "sslkit", *args, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "sslkit", *args, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=600, env=env)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "sslkit",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert "x2 processes" in two.stderr
     curve = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     a, b = curve("one"), curve("two")
     assert [r["epoch"] for r in b] == [1, 2, 3] and "heldout_acc" in b[-1]
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
         assert rb["heldout_loss"] == pytest.approx(ra["heldout_loss"], rel=1e-3)
 
@@ -107,11 +178,42 @@ def test_torchrun_two_processes_match_one(tmp_path):
 def test_resume_with_a_different_world_size(tmp_path):
     """A run started by 2 processes resumes in 1 (checkpoints hold the unwrapped model)."""
     run = tmp_path / "run"
-    args = ["train", "rotation", "--device", "cpu", "--out", str(run), "--set", "backbone.blocks=3",
-            "--set", "backbone.width=0.1", "--set", "data.subset=128", "--set", "data.batch_size=32"]
+    args = [
+        "train",
+        "rotation",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+        "--set",
+        "backbone.blocks=3",
+        "--set",
+        "backbone.width=0.1",
+        "--set",
+        "data.subset=128",
+        "--set",
+        "data.batch_size=32",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "sslkit", *args, "--epochs", "1"], capture_output=True, text=True, timeout=600, env=env)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "sslkit",
+            *args,
+            "--epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     one = sslkit(*args, "--epochs", "2", "--resume", env=env)
     assert one.returncode == 0, one.stderr[-3000:]

@@ -27,16 +27,18 @@ def _one_line(exc_info) -> str:
 
 
 def test_parse_sets_values():
-    out = parse_sets([
-        "epochs=5",
-        "optim.lr=0.05",
-        "data.flip=false",
-        "compile=true",
-        "schedule.milestones=[1, 2, 3]",
-        "device=cpu",
-        "data.subset=null",
-        "data.name=my/folder",
-    ])
+    out = parse_sets(
+        [
+            "epochs=5",
+            "optim.lr=0.05",
+            "data.flip=false",
+            "compile=true",
+            "schedule.milestones=[1, 2, 3]",
+            "device=cpu",
+            "data.subset=null",
+            "data.name=my/folder",
+        ]
+    )
     assert out == {
         "epochs": 5,
         "optim": {"lr": 0.05},
@@ -128,7 +130,9 @@ def test_defaults_filled_in(plugins):
 
 def test_flags_override_presets(plugins):
     cfg = assemble(
-        "rotation", plugins, preset="repo",
+        "rotation",
+        plugins,
+        preset="repo",
         flags={"epochs": 3, "data": {"batch_size": 16}, "backbone": {"name": "resnet18"}},
     )
     assert cfg.epochs == 3
@@ -271,8 +275,8 @@ def test_config_error_is_sslkit_error():
 def test_toml_config_file(plugins, tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(
-        'epochs = 12\nseed = 3\n\n[backbone]\nwidth = 0.5\nblocks = 3\n\n'
-        '[data]\nbatch_size = 32\nflip = false\n\n[schedule]\nmilestones = [4, 8]\n'
+        "epochs = 12\nseed = 3\n\n[backbone]\nwidth = 0.5\nblocks = 3\n\n"
+        "[data]\nbatch_size = 32\nflip = false\n\n[schedule]\nmilestones = [4, 8]\n"
     )
     cfg = assemble("rotation", plugins, config_file=path)
     assert cfg.epochs == 12 and cfg.seed == 3

@@ -44,12 +44,16 @@ def _free_port() -> int:
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_amp_training_step(plugins, tmp_path, precision):
     """bf16 autocast, and fp16 autocast with the gradient scaler, channels_last: finite, learns."""
-    result = train(_config(plugins, f"precision={precision}", "channels_last=true", epochs=2), tmp_path, plugins=plugins)
+    result = train(
+        _config(plugins, f"precision={precision}", "channels_last=true", epochs=2), tmp_path, plugins=plugins
+    )
     first, last = result.history[0], result.history[-1]
     assert np.isfinite(last["train_loss"]) and last["train_loss"] < first["train_loss"] * 1.5
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["config"]["precision"] == precision
-    assert all(t.dtype == torch.float32 for t in state["backbone"].values() if t.is_floating_point())  # master weights fp32
+    assert all(
+        t.dtype == torch.float32 for t in state["backbone"].values() if t.is_floating_point()
+    )  # master weights fp32
 
 
 def test_compiled_training(plugins, tmp_path):
@@ -61,7 +65,9 @@ def test_checkpoint_moves_between_cuda_and_cpu(plugins, tmp_path):
     """Saved on CUDA, resumed on the CPU, resumed on CUDA again: same run, every tensor loadable."""
     train(_config(plugins, epochs=1, device="cuda"), tmp_path, plugins=plugins)
     state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["backbone"].values() if t.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(t).all() for t in state["backbone"].values() if t.is_floating_point()
+    )
     train(_config(plugins, epochs=2, device="cpu"), tmp_path, plugins=plugins, resume=True)
     result = train(_config(plugins, epochs=3, device="cuda"), tmp_path, plugins=plugins, resume=True)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
@@ -93,7 +99,9 @@ def nccl_group():
     """A one-process NCCL group on a free local port (what torchrun sets up, without torchrun)."""
     import torch.distributed as dist
 
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1, device_id=torch.device("cuda", 0))
+    dist.init_process_group(
+        "nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1, device_id=torch.device("cuda", 0)
+    )
     yield dist
     dist.destroy_process_group()
 
@@ -134,10 +142,15 @@ def _no_sync(fn):
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("task,options", [
-    ("rotation", {}), ("rotation", {"angles": [0, 45, 90, 135], "mode": "random"}),
-    ("context", {}), ("context", {"chromatic": "drop", "resample": 1.0}),
-])
+@pytest.mark.parametrize(
+    "task,options",
+    [
+        ("rotation", {}),
+        ("rotation", {"angles": [0, 45, 90, 135], "mode": "random"}),
+        ("context", {}),
+        ("context", {"chromatic": "drop", "resample": 1.0}),
+    ],
+)
 def test_pretext_step_does_not_sync(plugins, task, options):
     from sslkit import create_task
 
@@ -159,7 +172,9 @@ def test_pretext_step_does_not_sync(plugins, task, options):
 
 
 def logits_count(task: str, options: dict) -> int:
-    return 8 * (4 if task == "rotation" and options.get("mode", "all") == "all" else 1) * (8 if task == "context" else 1)
+    return (
+        8 * (4 if task == "rotation" and options.get("mode", "all") == "all" else 1) * (8 if task == "context" else 1)
+    )
 
 
 def test_probe_training_reads_back_once_per_epoch(plugins):
@@ -177,7 +192,9 @@ def test_probe_training_reads_back_once_per_epoch(plugins):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            history, _ = engine.train_probe(probe, feats, labels, engine.ProbeSettings(probe="linear"), torch.device("cuda"), val=val)
+            history, _ = engine.train_probe(
+                probe, feats, labels, engine.ProbeSettings(probe="linear"), torch.device("cuda"), val=val
+            )
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
@@ -187,9 +204,9 @@ def test_probe_training_reads_back_once_per_epoch(plugins):
 
 def test_probes_with_validation_run_on_cuda(plugins):
     """The bug of issue 12: CPU predictions vs GPU labels crashed every probe with a validation split."""
+    from sslkit.data.datasets import load_dataset
     from sslkit.probes import engine
     from sslkit.probes.splits import make_splits
-    from sslkit.data.datasets import load_dataset
 
     data = load_dataset("sample", plugins, "train")
     splits = make_splits(data, None, val_fraction=0.1, test_fraction=0.2, labels_per_class=None, seed=0)

@@ -19,7 +19,6 @@ from sslkit.data.datasets import ImageData, data_root, load_dataset, load_folder
 from sslkit.errors import DataError
 from sslkit.plugins import load_plugins
 
-
 # --------------------------------------------------------------------------- fixtures / helpers
 
 
@@ -246,7 +245,14 @@ def test_corrupt_cache_is_rebuilt(tmp_path, caplog):
 
 
 def _numbered(n: int, labelled: bool = True) -> ImageData:
-    images = torch.arange(n, dtype=torch.int64).remainder(256).to(torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    images = (
+        torch.arange(n, dtype=torch.int64)
+        .remainder(256)
+        .to(torch.uint8)
+        .view(n, 1, 1, 1)
+        .expand(n, 1, 2, 2)
+        .contiguous()
+    )
     labels = torch.arange(n) % 3 if labelled else None
     return ImageData(images, labels, ["a", "b", "c"], "numbered", files=[f"f{i}" for i in range(n)])
 
@@ -332,15 +338,15 @@ def test_crop_matches_brute_force(padding, flip):
     ox = torch.randint(0, 2 * padding + 1, (b,), generator=g)
     mask = torch.rand(b, generator=g) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
     padded = torch.zeros(b, c, h + 2 * padding, w + 2 * padding, dtype=x.dtype)
-    padded[:, :, padding:padding + h, padding:padding + w] = x
+    padded[:, :, padding : padding + h, padding : padding + w] = x
     for i in range(b):
         y0, x0 = int(oy[i]), int(ox[i])
-        window = padded[i, :, y0:y0 + h, x0:x0 + w]
+        window = padded[i, :, y0 : y0 + h, x0 : x0 + w]
         if mask[i]:
             window = window.flip(-1)
         assert torch.equal(out[i], window), i
     # the draws do move the window around (not always the centre)
-    assert len(set(zip(oy.tolist(), ox.tolist()))) > 1
+    assert len(set(zip(oy.tolist(), ox.tolist(), strict=True))) > 1
 
 
 def test_crop_is_a_shifted_window_of_padded_input():
@@ -352,8 +358,10 @@ def test_crop_is_a_shifted_window_of_padded_input():
     offsets = set()
     for i in range(b):
         found = [
-            (dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
-            if torch.equal(out[i], padded[i, :, dy:dy + h, dx:dx + w])
+            (dy, dx)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + h, dx : dx + w])
         ]
         assert found, i
         offsets.add(found[0])
@@ -364,7 +372,7 @@ def test_flip_frequency_about_half():
     n = 4000
     x = torch.arange(2, dtype=torch.uint8).view(1, 1, 1, 2).expand(n, 1, 1, 2).contiguous()
     out = random_crop_flip(x, padding=0, flip=True, generator=torch.Generator().manual_seed(0))
-    flipped = (out[:, 0, 0, 0] == 1)
+    flipped = out[:, 0, 0, 0] == 1
     assert torch.equal(out[flipped], x[flipped].flip(-1))
     assert torch.equal(out[~flipped], x[~flipped])
     assert 0.45 < flipped.float().mean().item() < 0.55

@@ -13,10 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sslkit import create_backbone
+from sslkit import create_backbone, deploy
 from sslkit.cli import main
 from sslkit.data.augment import normalize
-from sslkit import deploy
 from sslkit.deploy import OnnxEncoder
 from sslkit.errors import DeployError
 from sslkit.export import export_encoder
@@ -35,7 +34,16 @@ def backbone(plugins):
 @pytest.fixture(scope="module")
 def encoder_file(backbone, tmp_path_factory):
     out = tmp_path_factory.mktemp("enc") / "encoder.onnx"
-    export_encoder(backbone, out, layer="block2", input_shape=(3, 32, 32), mean=MEAN, std=STD, task="rotation", config={"backbone": {"name": "nin"}})
+    export_encoder(
+        backbone,
+        out,
+        layer="block2",
+        input_shape=(3, 32, 32),
+        mean=MEAN,
+        std=STD,
+        task="rotation",
+        config={"backbone": {"name": "nin"}},
+    )
     return out
 
 
@@ -45,7 +53,9 @@ def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     (root / "sub").mkdir()
-    for i, (size, mode) in enumerate([((32, 32), "RGB"), ((48, 40), "RGB"), ((32, 32), "L"), ((64, 64), "RGB"), ((32, 32), "RGB")]):
+    for i, (size, mode) in enumerate(
+        [((32, 32), "RGB"), ((48, 40), "RGB"), ((32, 32), "L"), ((64, 64), "RGB"), ((32, 32), "RGB")]
+    ):
         shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / f"img{i}.png")
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "sub" / "img5.jpg", quality=95)
@@ -103,11 +113,15 @@ def test_missing_corrupt_and_foreign_files(tmp_path, encoder_file):
     import onnx
 
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
     )
-    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=10), tmp_path / "plain.onnx")
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=10),
+        tmp_path / "plain.onnx",
+    )
     with pytest.raises(DeployError, match="not an sslkit encoder"):
         OnnxEncoder(tmp_path / "plain.onnx")
     with pytest.raises(DeployError, match="not in this onnxruntime build"):
@@ -134,7 +148,9 @@ def test_cli_embed_and_neighbors(encoder_file, images, tmp_path, capsys):
     assert meta["provider"] in ort.get_available_providers() and f"on {meta['provider']}" in err
 
     png = tmp_path / "nn.png"
-    code, _, err = _cli(capsys, "neighbors", out, images / "img0.png", "--random", "2", "-k", "3", "-o", png, "--tile", "32")
+    code, _, err = _cli(
+        capsys, "neighbors", out, images / "img0.png", "--random", "2", "-k", "3", "-o", png, "--tile", "32"
+    )
     assert code == 0 and "3 queries x 3 neighbours" in err
     with Image.open(png) as im:
         assert im.size == (4 + 36 * 4 + 12, 4 + 50 * 3)
@@ -189,7 +205,11 @@ def test_cuda_without_a_gpu_is_one_line_error_and_auto_says_cpu(no_gpu_here, enc
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA provider")
     code, _, err = _cli(capsys, "embed", encoder_file, images, "-o", tmp_path / "e.npy", "--provider", "cuda")
-    assert code == 2 and err.startswith("error: --provider cuda: CUDAExecutionProvider did not start (") and err.count("\n") == 1
+    assert (
+        code == 2
+        and err.startswith("error: --provider cuda: CUDAExecutionProvider did not start (")
+        and err.count("\n") == 1
+    )
     assert "libcuda.so" in err and "use --provider cpu" in err  # the cause and the fix
     assert not (tmp_path / "e.npy").exists()
     code, _, err = _cli(capsys, "embed", encoder_file, images, "-o", tmp_path / "e.npy", "--provider", "auto")
@@ -211,7 +231,9 @@ def test_cuda_path_preloads_libraries_and_warns_on_fallback(encoder_file, monkey
         return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])  # CUDA "did not start"
 
     monkeypatch.setattr(deploy.ort, "InferenceSession", session)
-    monkeypatch.setattr(deploy.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        deploy.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     with caplog.at_level("WARNING", logger="sslkit.deploy"):
         enc = OnnxEncoder(encoder_file)
     assert calls == ["preload", "session CUDAExecutionProvider,CPUExecutionProvider"]
@@ -240,13 +262,17 @@ def test_cpu_onnxruntime_replacing_the_gpu_build_is_named(encoder_file, monkeypa
     versions = {"onnxruntime-gpu": "1.31.1", "onnxruntime": None}
     monkeypatch.setattr(deploy, "_installed", versions.get)
     monkeypatch.setattr(deploy.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with pytest.raises(DeployError, match="plain onnxruntime replaced its files; fix: pip uninstall -y onnxruntime onnxruntime-gpu"):
+    with pytest.raises(
+        DeployError, match="plain onnxruntime replaced its files; fix: pip uninstall -y onnxruntime onnxruntime-gpu"
+    ):
         OnnxEncoder(encoder_file, provider="cuda")
     monkeypatch.setattr(deploy, "cuda_device_present", lambda: True)
     enc = OnnxEncoder(encoder_file)  # auto on a GPU machine: runs, and says why not on the GPU
     assert enc.provider == "CPUExecutionProvider" and "replaced its files" in enc.report.fallback
     versions["onnxruntime"] = "1.31.1"
-    assert "both onnxruntime 1.31.1 and onnxruntime-gpu 1.31.1" in deploy.gpu_build_problem(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert "both onnxruntime 1.31.1 and onnxruntime-gpu 1.31.1" in deploy.gpu_build_problem(
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     versions["onnxruntime-gpu"] = None
     assert deploy.gpu_build_problem(["CPUExecutionProvider"]) is None  # plain CPU install: nothing wrong
 
@@ -264,7 +290,9 @@ def test_fp16_export_on_the_cpu_warns(backbone, tmp_path, caplog):
     export_encoder(backbone, path, layer="block2", input_shape=(3, 32, 32), mean=MEAN, std=STD, fp16=True)
     with caplog.at_level("WARNING", logger="sslkit.deploy"):
         enc = OnnxEncoder(path, provider="cpu")
-    assert enc.info.dtype == "float16" and any("float16 export running on the CPU" in r.getMessage() for r in caplog.records)
+    assert enc.info.dtype == "float16" and any(
+        "float16 export running on the CPU" in r.getMessage() for r in caplog.records
+    )
     assert enc(np.zeros((2, 3, 32, 32), np.float32)).dtype == np.float32
 
 
@@ -353,7 +381,9 @@ def test_cli_embed_reads_a_packed_store(encoder_file, images, tmp_path, capsys):
     assert code == 0 and "(store " in err, err
     emb = np.load(tmp_path / "s.npy")
     names = (tmp_path / "s.files.txt").read_text().splitlines()
-    assert emb.shape == (6, 19) and sorted(Path(n).name for n in names) == sorted(f"{f.stem}.png" for f in images.rglob("img*"))
+    assert emb.shape == (6, 19) and sorted(Path(n).name for n in names) == sorted(
+        f"{f.stem}.png" for f in images.rglob("img*")
+    )
     direct = OnnxEncoder(encoder_file, provider="cpu").embed_files([folder / Path(n).name for n in names]).embeddings
     np.testing.assert_allclose(emb, direct, rtol=1e-5, atol=1e-6)
 

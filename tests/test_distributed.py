@@ -86,17 +86,23 @@ def _store(tmp_path, n=140):
 def test_two_processes_stream_disjoint_equal_shares_and_match_one(tmp_path):
     """From a store: the ranks' shares are disjoint, equally long, together one process's
     batches, the same every run; the 2-process loss equals the 1-process one."""
-    sets = [*TINY, f"data.name={_store(tmp_path)}", "data.in_memory=false", "data.workers=1",
-            "data.mean=[0.4,0.4,0.4]", "data.std=[0.25,0.25,0.25]"]
+    sets = [
+        *TINY,
+        f"data.name={_store(tmp_path)}",
+        "data.in_memory=false",
+        "data.workers=1",
+        "data.mean=[0.4,0.4,0.4]",
+        "data.std=[0.25,0.25,0.25]",
+    ]
     (one,), curve1 = _run(tmp_path, "one", 1, "rotation", sets)
     (r0, r1), curve2 = _run(tmp_path, "two", 2, "rotation", sets)
     for epoch in range(2):
         a, b = r0["shares"][epoch], r1["shares"][epoch]
-        assert len(a) == len(b) and all(len(x) == len(y) == 16 for x, y in zip(a, b))  # equal steps
-        for whole, x, y in zip(one["shares"][epoch], a, b):
+        assert len(a) == len(b) and all(len(x) == len(y) == 16 for x, y in zip(a, b, strict=True))  # equal steps
+        for whole, x, y in zip(one["shares"][epoch], a, b, strict=True):
             assert not set(x) & set(y) and x + y == whole  # disjoint halves of one process's batch
     assert r0["shares"][0] != r0["shares"][1]  # a new order each epoch
-    for p, q in zip(curve1, curve2):
+    for p, q in zip(curve1, curve2, strict=True):
         assert q["train_loss"] == pytest.approx(p["train_loss"], rel=1e-4)
 
 
@@ -112,8 +118,14 @@ def test_jigsaw_reading_a_middle_stage_trains_under_two_processes(tmp_path):
     """A task that leaves later blocks without gradients (jigsaw's task.stage): DDP finds the
     unused parameters instead of raising on step 2."""
     pytest.importorskip("sslkit_jigsaw")
-    sets = ["backbone.blocks=3", "backbone.width=0.1", "data.batch_size=16", "data.subset=96", "epochs=1",
-            "task.stage=block1"]
+    sets = [
+        "backbone.blocks=3",
+        "backbone.width=0.1",
+        "data.batch_size=16",
+        "data.subset=96",
+        "epochs=1",
+        "task.stage=block1",
+    ]
     (r0, r1), curve = _run(tmp_path, "two", 2, "jigsaw", sets)
     assert curve[0]["train_loss"] > 0 and r0["targets"] != r1["targets"]
 

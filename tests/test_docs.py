@@ -22,7 +22,11 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("docs") / "site"
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return out
@@ -58,7 +62,11 @@ def _keys(model, prefix=""):
         if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
             yield from _keys(annotation, f"{prefix}{name}.")
         else:
-            default = "required" if field.is_required() else json.dumps(field.get_default(call_default_factory=True), default=str)
+            default = (
+                "required"
+                if field.is_required()
+                else json.dumps(field.get_default(call_default_factory=True), default=str)
+            )
             yield f"{prefix}{name}", default
 
 
@@ -101,5 +109,7 @@ def test_python_examples_run(page, tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
     assert blocks
     for block in blocks:
-        result = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", block], capture_output=True, text=True, cwd=tmp_path, timeout=300
+        )
         assert result.returncode == 0, block[:300] + "\n" + result.stderr[-3000:]

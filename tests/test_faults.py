@@ -23,15 +23,25 @@ from sslkit import __version__
 from sslkit.engine.checkpoint import FORMAT, load_checkpoint
 from sslkit.errors import CheckpointError
 
-TINY = ["--device", "cpu", "--set", "backbone.blocks=3", "--set", "backbone.width=0.1",
-        "--set", "data.subset=64", "--set", "data.batch_size=32"]
+TINY = [
+    "--device",
+    "cpu",
+    "--set",
+    "backbone.blocks=3",
+    "--set",
+    "backbone.width=0.1",
+    "--set",
+    "data.subset=64",
+    "--set",
+    "data.batch_size=32",
+]
 
 
 def sslkit(*args, env=None, cwd=None, shell_prefix=None):
     """Run ``python -m sslkit ARGS``; ``shell_prefix`` (e.g. "ulimit -f 50") runs it under bash."""
     cmd = [sys.executable, "-m", "sslkit", *map(str, args)]
     if shell_prefix:
-        cmd = ["bash", "-c", f"{shell_prefix}; exec \"$@\"", "bash", *cmd]
+        cmd = ["bash", "-c", f'{shell_prefix}; exec "$@"', "bash", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
 
 
@@ -64,12 +74,15 @@ def run(tmp_path_factory):
 # --------------------------------------------------------------------------- option values
 
 
-@pytest.mark.parametrize("option, value, needle", [
-    ("--val-fraction", "0.7", "--val-fraction 0.7: out of range; use a value >= 0 and < 0.5"),
-    ("--val-fraction", "1.0", "--val-fraction 1.0: out of range"),
-    ("--val-fraction", "-0.1", "--val-fraction -0.1: out of range"),
-    ("--labels-per-class", "0", "--labels-per-class 0: out of range; use a value >= 1"),
-])
+@pytest.mark.parametrize(
+    "option, value, needle",
+    [
+        ("--val-fraction", "0.7", "--val-fraction 0.7: out of range; use a value >= 0 and < 0.5"),
+        ("--val-fraction", "1.0", "--val-fraction 1.0: out of range"),
+        ("--val-fraction", "-0.1", "--val-fraction -0.1: out of range"),
+        ("--labels-per-class", "0", "--labels-per-class 0: out of range; use a value >= 1"),
+    ],
+)
 def test_probe_option_out_of_range(option, value, needle, tmp_path):
     # checked before the run is read: the run folder need not exist
     one_error_line(sslkit("probe", tmp_path / "no-run", option, value), needle)
@@ -87,11 +100,15 @@ def test_version():
 def test_config_not_utf8(tmp_path):
     bad = tmp_path / "latin1.toml"
     bad.write_bytes("epochs = 1\n# caf\u00e9\n".encode("latin-1"))
-    one_error_line(sslkit("train", "rotation", "--config", bad, "--out", tmp_path / "r"), "not UTF-8", "save it as UTF-8")
+    one_error_line(
+        sslkit("train", "rotation", "--config", bad, "--out", tmp_path / "r"), "not UTF-8", "save it as UTF-8"
+    )
 
 
 def test_config_is_a_folder(tmp_path):
-    one_error_line(sslkit("train", "rotation", "--config", tmp_path, "--out", tmp_path / "r"), "is a folder", ".toml file")
+    one_error_line(
+        sslkit("train", "rotation", "--config", tmp_path, "--out", tmp_path / "r"), "is a folder", ".toml file"
+    )
 
 
 # --------------------------------------------------------------------------- the file system
@@ -110,7 +127,11 @@ def test_out_in_a_read_only_folder(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
-        one_error_line(sslkit("train", "rotation", "--epochs", "1", *TINY, "--out", locked / "run"), "permission denied", str(locked))
+        one_error_line(
+            sslkit("train", "rotation", "--epochs", "1", *TINY, "--out", locked / "run"),
+            "permission denied",
+            str(locked),
+        )
     finally:
         locked.chmod(0o700)
 
@@ -125,18 +146,34 @@ def test_full_disk_keeps_the_finished_checkpoint(run, tmp_path):
             (copy / f.name).write_bytes(f.read_bytes())
     before = (copy / "checkpoint.pt").read_bytes()
     limit_kb = len(before) // 1024 // 2  # half a checkpoint: the next one cannot be written
-    result = sslkit("train", "rotation", "--epochs", "2", *TINY, "--out", copy, "--resume",
-                    shell_prefix=f"trap '' XFSZ; ulimit -f {limit_kb}")
+    result = sslkit(
+        "train",
+        "rotation",
+        "--epochs",
+        "2",
+        *TINY,
+        "--out",
+        copy,
+        "--resume",
+        shell_prefix=f"trap '' XFSZ; ulimit -f {limit_kb}",
+    )
     one_error_line(result, "cannot write", str(copy / "checkpoint.pt"), "file size limit", after_other_lines=True)
     assert (copy / "checkpoint.pt").read_bytes() == before
     assert load_checkpoint(copy)["epoch"] == 1
     assert not [p.name for p in copy.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("code, needle", [
-    (errno.EACCES, "permission denied"), (errno.EROFS, "read-only"), (errno.ENOSPC, "no space left"),
-    (errno.EDQUOT, "quota"), (errno.EEXIST, "in the way"), (errno.ENOTDIR, "not a folder"),
-])
+@pytest.mark.parametrize(
+    "code, needle",
+    [
+        (errno.EACCES, "permission denied"),
+        (errno.EROFS, "read-only"),
+        (errno.ENOSPC, "no space left"),
+        (errno.EDQUOT, "quota"),
+        (errno.EEXIST, "in the way"),
+        (errno.ENOTDIR, "not a folder"),
+    ],
+)
 def test_file_system_errors_are_one_line(code, needle, monkeypatch, capsys):
     """The CLI's top-level handler maps the OSErrors a user can fix to one line naming the path."""
     import sslkit.plugins
@@ -240,7 +277,11 @@ def test_plugin_that_exits_at_import_is_skipped(tmp_path):
     records = {r["name"]: r for r in json.loads(listed.stdout)["plugins"]}
     assert records["quitter"]["status"] == "failed" and records["rotation"]["status"] == "loaded"
     # the other commands still run
-    one_error_line(sslkit("train", "rotation", "--set", "backbone.widht=1", "--out", tmp_path / "r", env=env), "backbone.widht", after_other_lines=True)
+    one_error_line(
+        sslkit("train", "rotation", "--set", "backbone.widht=1", "--out", tmp_path / "r", env=env),
+        "backbone.widht",
+        after_other_lines=True,
+    )
 
 
 def test_duplicate_task_between_two_plugins(tmp_path):
@@ -264,18 +305,25 @@ def test_duplicate_task_between_two_plugins(tmp_path):
     for args in (["train", "rotation"], ["--plugins", "-spinb", "train", "spin"]):
         other = sslkit(*args, "--set", "backbone.widht=1", "--out", tmp_path / "r", env=env)
         assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr
-        assert other.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'backbone.widht'"), other.stderr
+        assert other.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'backbone.widht'"), (
+            other.stderr
+        )
 
 
 def test_unknown_plugin_selection_is_an_error():
-    one_error_line(sslkit("--plugins", "rotaton", "plugins"), "'rotaton'", "did you mean 'rotation'?", "installed plugins:")
+    one_error_line(
+        sslkit("--plugins", "rotaton", "plugins"), "'rotaton'", "did you mean 'rotation'?", "installed plugins:"
+    )
     one_error_line(sslkit("--plugins", "-rotaton", "plugins"), "did you mean 'rotation'?")
     one_error_line(sslkit("plugins", env={"SSLKIT_PLUGINS": "rotaton"}), "did you mean 'rotation'?")
 
 
 def test_disabled_builtin_is_named():
-    one_error_line(sslkit("--plugins", "-backbones", "train", "rotation"),
-                   "unknown backbone 'nin'", "the built-in plugin 'backbones' is disabled by --plugins")
+    one_error_line(
+        sslkit("--plugins", "-backbones", "train", "rotation"),
+        "unknown backbone 'nin'",
+        "the built-in plugin 'backbones' is disabled by --plugins",
+    )
 
 
 # --------------------------------------------------------------------------- retrieval

@@ -20,13 +20,28 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 def test_cpu_quick_run_writes_one_json(tmp_path):
     out = tmp_path / "check"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--quick", "--cases", "environment,cuda_tests,train_nin,torchrun"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--out",
+            str(out),
+            "--quick",
+            "--cases",
+            "environment,cuda_tests,train_nin,torchrun",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [p.name for p in out.iterdir()] == ["gpu_check.json"]
     doc = json.loads((out / "gpu_check.json").read_text())
-    assert doc["finished"] and doc["cuda"] is False and list(doc["cases"]) == ["environment", "cuda_tests", "train_nin", "torchrun"]
+    assert (
+        doc["finished"]
+        and doc["cuda"] is False
+        and list(doc["cases"]) == ["environment", "cuda_tests", "train_nin", "torchrun"]
+    )
     env = doc["cases"]["environment"]
     assert env["status"] == "ok" and env["cuda_available"] is False and env["torch"] == torch.__version__
     assert env["deploy_auto_providers"][0] in env["onnxruntime_providers"]
@@ -49,6 +64,9 @@ def test_a_failing_case_is_recorded_and_the_rest_run(tmp_path, monkeypatch, caps
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--out", str(tmp_path), "--cases", "boom,after"])
     assert gpu_check.main() == 0
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert doc["cases"]["boom"]["status"] == "failed" and doc["cases"]["boom"]["error"] == "ValueError: the device fell off"
+    assert (
+        doc["cases"]["boom"]["status"] == "failed"
+        and doc["cases"]["boom"]["error"] == "ValueError: the device fell off"
+    )
     assert doc["cases"]["after"]["status"] == "ok" and doc["cases"]["after"]["figure"] == 1.5
     assert "1 failed: boom" in capsys.readouterr().out

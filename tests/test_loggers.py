@@ -20,7 +20,9 @@ TINY = {"backbone.width": 0.1, "backbone.blocks": 3, "data.subset": 100, "data.b
 
 
 def _train(tmp_path, plugins, loggers, epochs=2):
-    return sslkit.train("rotation", tmp_path / "run", epochs=epochs, device="cpu", loggers=loggers, plugins=plugins, **TINY)
+    return sslkit.train(
+        "rotation", tmp_path / "run", epochs=epochs, device="cpu", loggers=loggers, plugins=plugins, **TINY
+    )
 
 
 def test_csv_rows_match_the_metrics(tmp_path, plugins):
@@ -28,7 +30,7 @@ def test_csv_rows_match_the_metrics(tmp_path, plugins):
     with open(run.folder / "logs" / "epochs.csv") as f:
         epochs = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in epochs] == [1, 2]
-    for row, record in zip(epochs, run.history):
+    for row, record in zip(epochs, run.history, strict=True):
         assert float(row["train_loss"]) == pytest.approx(record["train_loss"])
         assert float(row["heldout_acc"]) == pytest.approx(record["heldout_acc"])
     with open(run.folder / "logs" / "steps.csv") as f:
@@ -45,7 +47,9 @@ def test_tensorboard_events_read_back(tmp_path, plugins):
     run = _train(tmp_path, plugins, ["tensorboard"])
     events = EventAccumulator(str(run.folder / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = events.Tags()
-    assert {"step/loss", "step/acc", "step/images_per_s", "epoch/train_loss", "epoch/heldout_acc", "epoch/lr"} <= set(tags["scalars"])
+    assert {"step/loss", "step/acc", "step/images_per_s", "epoch/train_loss", "epoch/heldout_acc", "epoch/lr"} <= set(
+        tags["scalars"]
+    )
     loss = events.Scalars("epoch/train_loss")
     assert [e.step for e in loss] == [1, 2]
     assert [e.value for e in loss] == pytest.approx([r["train_loss"] for r in run.history], rel=1e-6)
@@ -92,7 +96,9 @@ def test_logger_errors_come_before_training(tmp_path, plugins, monkeypatch, caps
     with pytest.raises(UnknownNameError, match="unknown logger 'tensorbord' \\(did you mean 'tensorboard'\\?\\)"):
         _train(tmp_path, plugins, ["tensorbord"])
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
-    with pytest.raises(PluginError, match=r'--logger tensorboard needs the tensorboard package: pip install "sslkit\[loggers\]"'):
+    with pytest.raises(
+        PluginError, match=r'--logger tensorboard needs the tensorboard package: pip install "sslkit\[loggers\]"'
+    ):
         _train(tmp_path, plugins, ["tensorboard"])
     assert not (tmp_path / "run").exists()
     with pytest.raises(SystemExit) as exit_:
@@ -104,8 +110,22 @@ def test_logger_errors_come_before_training(tmp_path, plugins, monkeypatch, caps
 def test_cli_logger_option_writes_csv(tmp_path, capsys):
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     with pytest.raises(SystemExit) as exit_:
-        main(["train", "rotation", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run"), *sets, "--logger", "csv"])
+        main(
+            [
+                "train",
+                "rotation",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "run"),
+                *sets,
+                "--logger",
+                "csv",
+            ]
+        )
     assert exit_.value.code in (0, None), capsys.readouterr().err
-    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "epochs.csv")))
+    rows = list(csv.DictReader((tmp_path / "run" / "logs" / "epochs.csv").read_text().splitlines()))
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == len(history) == 1 and float(rows[0]["train_acc"]) == pytest.approx(history[0]["train_acc"])

@@ -30,7 +30,8 @@ def _installed(dist: str) -> bool:
 
 
 needs_jigsaw = pytest.mark.skipif(
-    not _installed("sslkit-jigsaw"), reason="the example plugin is not installed: pip install -e ./examples/sslkit-jigsaw"
+    not _installed("sslkit-jigsaw"),
+    reason="the example plugin is not installed: pip install -e ./examples/sslkit-jigsaw",
 )
 
 
@@ -67,11 +68,25 @@ def test_jigsaw_is_listed_with_its_distribution_and_version():
 @needs_jigsaw
 def test_train_jigsaw_from_the_command_line(tmp_path):
     sets = [
-        "backbone.blocks=3", "backbone.width=0.1", "data.subset=192", "data.batch_size=32",
-        "task.permutations=10", "task.tile_dim=16", "task.hidden=32",
+        "backbone.blocks=3",
+        "backbone.width=0.1",
+        "data.subset=192",
+        "data.batch_size=32",
+        "task.permutations=10",
+        "task.tile_dim=16",
+        "task.hidden=32",
     ]
     proc = _sslkit(
-        "train", "jigsaw", "--backbone", "nin", "--data", "sample", "--epochs", "1", "--out", str(tmp_path / "run"),
+        "train",
+        "jigsaw",
+        "--backbone",
+        "nin",
+        "--data",
+        "sample",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
         *(a for s in sets for a in ("--set", s)),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -138,8 +153,21 @@ def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_name
 
     site = tmp_path / "site"
     packages = [str(tmp_path / f"sslkit-kit-{n}") for n in ("flip", "convnet", "linear", "dupe", "typo")]
-    pip = _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                "--target", str(site), *packages])
+    pip = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            *packages,
+        ]
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     env = _env(PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
 
@@ -154,7 +182,10 @@ def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_name
     assert len(errors) == 1, proc.stderr
     message = errors[0]
     assert message.startswith("error: pretext task 'kit_flip' is registered by both")
-    assert "plugin 'kit_flip' (sslkit-kit-flip 0.1.0)" in message and "plugin 'kit_dupe' (sslkit-kit-dupe 0.1.0)" in message
+    assert (
+        "plugin 'kit_flip' (sslkit-kit-flip 0.1.0)" in message
+        and "plugin 'kit_dupe' (sslkit-kit-dupe 0.1.0)" in message
+    )
 
     # Disabled, the rest loads; the misspelt hook is reported by plugin name with the fix.
     env["SSLKIT_PLUGINS"] = "-kit_dupe"
@@ -162,9 +193,15 @@ def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_name
     assert proc.returncode == 0, proc.stderr
     records = {r["name"]: r for r in json.loads(proc.stdout)["plugins"]}
     assert records["kit_typo"]["status"] == "failed"
-    assert "unknown hook 'register_pretext_task' (did you mean 'register_pretext_tasks'?)" in records["kit_typo"]["error"]
+    assert (
+        "unknown hook 'register_pretext_task' (did you mean 'register_pretext_tasks'?)" in records["kit_typo"]["error"]
+    )
     assert "plugin 'kit_typo' was not loaded" in proc.stderr
-    for name, dist in (("kit_flip", "sslkit-kit-flip"), ("kit_convnet", "sslkit-kit-convnet"), ("kit_linear", "sslkit-kit-linear")):
+    for name, dist in (
+        ("kit_flip", "sslkit-kit-flip"),
+        ("kit_convnet", "sslkit-kit-convnet"),
+        ("kit_linear", "sslkit-kit-linear"),
+    ):
         assert records[name]["status"] == "loaded" and records[name]["distribution"] == dist
     proc = _sslkit("train", "kit_typo", env=env)
     assert proc.returncode == 2

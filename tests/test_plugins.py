@@ -21,7 +21,6 @@ from sslkit.factory import create_backbone
 from sslkit.interfaces import Backbone, Config, Stage
 from sslkit.plugins import Selection, load_plugins
 
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -216,7 +215,9 @@ def test_plugin_that_exits_at_import_is_skipped(monkeypatch, caplog):
     real = plugins_mod._entry_points()
     fake = md.EntryPoint(name="quitter", value="quitter_mod_xyz", group="sslkit")
     monkeypatch.setattr(plugins_mod, "_entry_points", lambda: sorted([*real, fake], key=lambda e: e.name))
-    monkeypatch.setattr(md.EntryPoint, "load", lambda ep: sys.exit(5) if ep.name == "quitter" else importlib.import_module(ep.value))
+    monkeypatch.setattr(
+        md.EntryPoint, "load", lambda ep: sys.exit(5) if ep.name == "quitter" else importlib.import_module(ep.value)
+    )
     caplog.set_level(logging.WARNING)
     plugins = load_plugins(selection="")
     assert _record(plugins, "quitter").status == "failed"
@@ -407,7 +408,9 @@ class BackbonesFineDatasetsRaise:
         raise RuntimeError("dataset hook broke")
 
 
-@pytest.mark.parametrize("plugin, name", [(TasksRaiseBackbonesFine, "half_loaded"), (BackbonesFineDatasetsRaise, "half_loaded2")])
+@pytest.mark.parametrize(
+    "plugin, name", [(TasksRaiseBackbonesFine, "half_loaded"), (BackbonesFineDatasetsRaise, "half_loaded2")]
+)
 def test_failed_plugin_registers_nothing_from_any_hook(caplog, plugin, name):
     caplog.set_level(logging.WARNING)
     plugins = load_plugins(extra=[plugin], entry_points=False)
@@ -522,7 +525,10 @@ def test_cli_plugins_json():
     env = {k: v for k, v in os.environ.items() if k != "SSLKIT_PLUGINS"}
     proc = subprocess.run(
         [sys.executable, "-m", "sslkit", "plugins", "--json"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)

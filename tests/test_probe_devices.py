@@ -56,7 +56,9 @@ def test_validation_compares_on_the_labels_device(plugins, monkeypatch):
     train, labels = _data(32, 2)
     val_src, val_labels = _data(12, 3)
     settings = engine.ProbeSettings(probe="linear", device="cpu")
-    history, _ = engine.train_probe(probe, train, labels, settings, torch.device("cpu"), val=(val_src, val_labels.to("meta")))
+    history, _ = engine.train_probe(
+        probe, train, labels, settings, torch.device("cpu"), val=(val_src, val_labels.to("meta"))
+    )
     assert seen == [("meta", "meta")] * 2 and [r["val_acc"] for r in history] == [0.5, 0.5]
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from sslkit.cli import main
+from sslkit.data.datasets import ImageData
 from sslkit.factory import create_backbone, create_probe
 from sslkit.probes.knn import KNNProbe
 from sslkit.probes.splits import first_k_per_class, make_splits
-from sslkit.data.datasets import ImageData
 
 
 def _params(m):
@@ -45,7 +45,10 @@ def test_conv_probe_is_a_fresh_nin_block3(plugins):
     probe = create_probe("conv", (192, 8, 8), 10, plugins)
     convs = [m for m in probe.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.bias) for c in convs] == [
-        (192, 192, (3, 3), None), (192, 192, (1, 1), None), (192, 192, (1, 1), None)]
+        (192, 192, (3, 3), None),
+        (192, 192, (1, 1), None),
+        (192, 192, (1, 1), None),
+    ]
     bn = 3 * 2 * 192
     assert _params(probe) == 192 * 192 * 9 + 2 * 192 * 192 + bn + 192 * 10 + 10
     assert probe(torch.randn(3, 192, 8, 8)).shape == (3, 10)
@@ -111,8 +114,23 @@ def _cli(capsys, *args):
 
 def test_probe_command_writes_probe_json(plugins, tmp_path, capsys):
     run = _tiny_run(plugins, tmp_path / "run")
-    code, out, err = _cli(capsys, "probe", str(run), "--layers", "all", "--probe", "mlp", "--set", "epochs=1",
-                          "--labels-per-class", "30", "--epoch-size", "640", "--device", "cpu")
+    code, out, err = _cli(
+        capsys,
+        "probe",
+        str(run),
+        "--layers",
+        "all",
+        "--probe",
+        "mlp",
+        "--set",
+        "epochs=1",
+        "--labels-per-class",
+        "30",
+        "--epoch-size",
+        "640",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     report = json.loads((run / "probe.json").read_text())
     assert set(report["layers"]) == {"block1", "block2", "block3"}
@@ -126,7 +144,9 @@ def test_probe_command_writes_probe_json(plugins, tmp_path, capsys):
     assert sum(r["confusion"][i][i] for i in range(10)) / 1000 == pytest.approx(r["test_acc"])
     assert "best layer (validation)" in out and "block3" in out
 
-    code, _, err = _cli(capsys, "probe", str(run), "--random-init", "--probe", "knn", "--layer", "block2", "-k", "30", "--device", "cpu")
+    code, _, err = _cli(
+        capsys, "probe", str(run), "--random-init", "--probe", "knn", "--layer", "block2", "-k", "30", "--device", "cpu"
+    )
     assert code == 0, err
     knn = json.loads((run / "probe-random-init.json").read_text())
     assert knn["trunk"].startswith("random init") and knn["layers"]["block2"]["history"] == []
@@ -148,7 +168,15 @@ def test_frozen_probe_leaves_the_trunk_alone_and_finetune_trains_it(plugins):
 
     trunk = load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"blocks": 3, "width": 0.1})
     before = {k: v.clone() for k, v in trunk.backbone.state_dict().items()}
-    settings = ProbeSettings(probe="conv", layers=("block2",), options={"epochs": 1}, labels_per_class=20, device="cpu", augment=True, max_steps=2)
+    settings = ProbeSettings(
+        probe="conv",
+        layers=("block2",),
+        options={"epochs": 1},
+        labels_per_class=20,
+        device="cpu",
+        augment=True,
+        max_steps=2,
+    )
     splits = load_splits("sample", None, plugins, settings)
     seen = []
     run_probes(trunk, splits, plugins, settings, on_epoch=lambda layer, r: seen.append(layer))

@@ -16,12 +16,24 @@ def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
     events = []
     table = reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
     rows = {r["row"]: r for r in table["rows"]}
-    assert set(rows) == {"mlp/block1", "mlp/block2", "mlp/block3", "mlp/block4", "conv/block2", "random/mlp/block2",
-                         "random/conv/block2", "supervised/block3", "mlp-finetune/block2", "conv-finetune/block2"}
+    assert set(rows) == {
+        "mlp/block1",
+        "mlp/block2",
+        "mlp/block3",
+        "mlp/block4",
+        "conv/block2",
+        "random/mlp/block2",
+        "random/conv/block2",
+        "supervised/block3",
+        "mlp-finetune/block2",
+        "conv-finetune/block2",
+    }
     for key, paper in ROTNET_PAPER.items():
         assert rows[key]["paper"] == paper
     assert all(0 <= r["ours"] <= 100 for r in rows.values())
-    assert rows["conv/block2"]["mode"] == "frozen, crop+flip" and rows["supervised/block3"]["mode"].startswith("fine-tuned")
+    assert rows["conv/block2"]["mode"] == "frozen, crop+flip" and rows["supervised/block3"]["mode"].startswith(
+        "fine-tuned"
+    )
     assert (tmp_path / "pretext" / "checkpoint.pt").is_file()
     assert json.loads((tmp_path / "reproduce.json").read_text()) == table
     md = (tmp_path / "reproduce.md").read_text()
@@ -34,8 +46,14 @@ def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
 
 
 def test_findings_compare_the_paper_claims():
-    rows = [{"row": "mlp/block1", "ours": 50.0}, {"row": "mlp/block2", "ours": 60.0}, {"row": "mlp/block4", "ours": 40.0},
-            {"row": "random/mlp/block2", "ours": 30.0}, {"row": "conv/block2", "ours": 55.0}, {"row": "random/conv/block2", "ours": 56.0}]
+    rows = [
+        {"row": "mlp/block1", "ours": 50.0},
+        {"row": "mlp/block2", "ours": 60.0},
+        {"row": "mlp/block4", "ours": 40.0},
+        {"row": "random/mlp/block2", "ours": 30.0},
+        {"row": "conv/block2", "ours": 55.0},
+        {"row": "random/conv/block2", "ours": 56.0},
+    ]
     got = {f["claim"]: (f["holds"], f["margin"]) for f in findings(rows)}
     assert got["pretext features beat random-init features (mlp probe, block2)"] == (True, 30.0)
     assert got["pretext features beat random-init features (conv probe, block2)"] == (False, -1.0)

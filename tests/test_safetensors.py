@@ -24,15 +24,23 @@ def _fake_run(folder, plugins, backbone_sets, name, **options):
     backbone = sslkit.create_backbone(name, plugins, **options)
     with torch.no_grad():
         backbone(torch.randn(4, 3, 32, 32))  # BatchNorm running statistics move away from 0/1
-    save_checkpoint(folder / "checkpoint.pt", {
-        "config": cfg.model_dump(mode="json"), "epoch": 3, "history": [],
-        "data": {"shape": [3, 32, 32]}, "backbone": backbone.state_dict(),
-    })
+    save_checkpoint(
+        folder / "checkpoint.pt",
+        {
+            "config": cfg.model_dump(mode="json"),
+            "epoch": 3,
+            "history": [],
+            "data": {"shape": [3, 32, 32]},
+            "backbone": backbone.state_dict(),
+        },
+    )
     return backbone.eval()
 
 
 def test_cli_export_loads_strict_into_the_same_backbone(tmp_path, plugins, capsys):
-    trained = _fake_run(tmp_path / "run", plugins, ["backbone.blocks=3", "backbone.width=0.1"], "nin", blocks=3, width=0.1)
+    trained = _fake_run(
+        tmp_path / "run", plugins, ["backbone.blocks=3", "backbone.width=0.1"], "nin", blocks=3, width=0.1
+    )
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(tmp_path / "run"), "--format", "safetensors"])
     out = capsys.readouterr().out
@@ -44,7 +52,9 @@ def test_cli_export_loads_strict_into_the_same_backbone(tmp_path, plugins, capsy
     assert json.loads(meta["mean"]) == [0.5, 0.5, 0.5] and meta["task"] == "rotation" and meta["epoch"] == "3"
     assert [s[0] for s in json.loads(meta["stages"])] == ["block1", "block2", "block3"]
     # By hand, as the metadata says: the architecture from create_backbone, the weights strict.
-    fresh = sslkit.create_backbone("nin", plugins, **{k: v for k, v in json.loads(meta["backbone"]).items() if k != "name"})
+    fresh = sslkit.create_backbone(
+        "nin", plugins, **{k: v for k, v in json.loads(meta["backbone"]).items() if k != "name"}
+    )
     fresh.load_state_dict(load_file(str(path)), strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -125,7 +125,7 @@ def test_interrupted_pack_resumes_to_the_same_store(tmp_path):
     with pytest.raises(_Killed):  # worker processes running: they are stopped, nothing half-written stays
         pack(folder, tmp_path / "store", on_progress=_kill_at_first_progress, shard_size=32 << 10, workers=2)
     state = json.loads((tmp_path / "store" / ".pack-state.json").read_text())
-    assert 0 < len(state["shards"]) and 0 < state["consumed"] < 160
+    assert len(state["shards"]) > 0 and 0 < state["consumed"] < 160
     assert not [p for p in (tmp_path / "store").iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(DataError) as err:
         Store.open(tmp_path / "store")
@@ -214,7 +214,7 @@ def test_store_goes_to_dataloader_workers(small, tmp_path):
     clone = pickle.loads(pickle.dumps(store))
     assert clone._fds == {} and torch.equal(clone.read(5), store.read(5))
     loader = torch.utils.data.DataLoader(_Images(store), batch_size=5, num_workers=2)
-    images, labels = map(torch.cat, zip(*loader))
+    images, labels = map(torch.cat, zip(*loader, strict=True))
     assert torch.equal(images, store.to_imagedata().images) and labels.tolist() == store.labels.tolist()
 
 
@@ -267,8 +267,11 @@ def test_webdataset_reads_the_shards(small, tmp_path):
         samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("rgb8"))
         assert len(samples) == len(store)
         for i, sample in enumerate(samples):
-            assert np.array_equal(sample[ext], store.read(i).permute(1, 2, 0).numpy()) if ext == "npy" else \
-                sample[ext].shape == tuple(store.sizes[i]) + (3,)
+            assert (
+                np.array_equal(sample[ext], store.read(i).permute(1, 2, 0).numpy())
+                if ext == "npy"
+                else sample[ext].shape == tuple(store.sizes[i]) + (3,)
+            )
             assert ("cls" in sample) == (store.labels is not None)
             if store.labels is not None:
                 assert sample["cls"] == store.labels[i]
@@ -280,7 +283,7 @@ def test_decode_gpu_matches_cpu(tmp_path):
     pack(tmp_path / "mixed", tmp_path / "store", workers=0, encoding="jpeg")
     store = Store.open(tmp_path / "store")
     payloads = [store.read_bytes(i) for i in range(len(store))]
-    for gpu, i in zip(Store.decode_gpu(payloads, "cuda"), range(len(store))):
+    for gpu, i in zip(Store.decode_gpu(payloads, "cuda"), range(len(store)), strict=True):
         cpu = store.read(i)
         assert gpu.shape == cpu.shape and (gpu.cpu().int() - cpu.int()).abs().float().mean() < 2
 
@@ -290,7 +293,7 @@ def _fake_imagenet(root, val="csv"):
     rng = np.random.default_rng(2)
     wnids = ["n01440764", "n01443537", "n01484850"]
     base = root / "imagenet"
-    for k, w in enumerate(wnids):
+    for w in wnids:
         (base / "train" / w).mkdir(parents=True)
         for i in range(2):
             pixels = rng.integers(0, 256, (300 + 10 * i, 400, 3), dtype=np.uint8)
@@ -308,10 +311,12 @@ def _fake_imagenet(root, val="csv"):
     if val == "devkit":  # the devkit numbers classes by ILSVRC2012_ID, not by sorted wnid
         from scipy.io import savemat
 
-        ids = {w: i for i, w in zip((7, 3, 5), wnids)}
+        ids = {w: i for i, w in zip((7, 3, 5), wnids, strict=True)}
         synsets = np.array([(ids[w], w) for w in wnids], dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
         savemat(base / "val" / "meta.mat", {"synsets": synsets})
-        (base / "val" / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{ids[wnids[t]]}\n" for t in truth))
+        (base / "val" / "ILSVRC2012_validation_ground_truth.txt").write_text(
+            "".join(f"{ids[wnids[t]]}\n" for t in truth)
+        )
     return wnids, truth
 
 

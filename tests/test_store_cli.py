@@ -13,7 +13,13 @@ from PIL import Image
 
 
 def sslkit(*args):
-    return subprocess.run([sys.executable, "-m", "sslkit", *map(str, args)], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sslkit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
 
 
 def _one_error_line(result, expected):
@@ -43,7 +49,9 @@ def test_pack_info_verify(folder, tmp_path):
     assert len(shards) > 1
     info = sslkit("data", "info", out)
     assert info.returncode == 0, info.stderr
-    assert "6 images, raw 10x10" in info.stdout and "classes (2): a 3, b 3" in info.stdout and "skipped: 1" in info.stdout
+    assert (
+        "6 images, raw 10x10" in info.stdout and "classes (2): a 3, b 3" in info.stdout and "skipped: 1" in info.stdout
+    )
     ok = sslkit("data", "verify", out)
     assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok.stderr
     bad = out / shards[1]["name"]
@@ -59,7 +67,11 @@ def test_bad_input_is_one_line_exit_2(folder, tmp_path):
     _one_error_line(sslkit("data", "pack", folder, "-o", tmp_path / "busy"), "is not empty")
     usage = sslkit("data", "pack", folder, "-o", tmp_path / "s", "--encoding", "png")
     assert usage.returncode == 2 and "'png' is not one of" in usage.stderr and "Traceback" not in usage.stderr
-    _one_error_line(sslkit("data", "pack", folder, "-o", tmp_path / "s", "--quality", "0"), "--quality 0 is out of range")
-    _one_error_line(sslkit("data", "pack", tmp_path / "nowhere", "-o", tmp_path / "s"), "no such folder, list file or dataset")
+    _one_error_line(
+        sslkit("data", "pack", folder, "-o", tmp_path / "s", "--quality", "0"), "--quality 0 is out of range"
+    )
+    _one_error_line(
+        sslkit("data", "pack", tmp_path / "nowhere", "-o", tmp_path / "s"), "no such folder, list file or dataset"
+    )
     _one_error_line(sslkit("data", "info", tmp_path / "nowhere"), "does not exist")
     _one_error_line(sslkit("data", "verify", folder), "not a packed store")

@@ -72,7 +72,7 @@ def test_store_and_memory_paths_yield_the_same_images(plugins, tmp_path):
     got_m = list(iterate_batches(memory, batches, torch.device("cpu")))
     got_s = list(iterate_batches(stream, batches, torch.device("cpu"), workers=2))
     assert len(got_s) == 4
-    for a, b in zip(got_m, got_s):
+    for a, b in zip(got_m, got_s, strict=True):
         assert torch.equal(a.images, b.images)
         assert b.sizes.tolist() == [[32, 32]] * 10
 
@@ -85,8 +85,11 @@ def test_store_training_matches_memory_training(plugins, tmp_path):
     pack(folder, tmp_path / "store", encoding="raw")
     stats = ["data.mean=[0.4,0.4,0.4]", "data.std=[0.25,0.25,0.25]"]  # the two measure them differently
     memory = train(_config(plugins, str(folder), 2, stats), tmp_path / "a", plugins=plugins).history
-    stream = train(_config(plugins, str(tmp_path / "store"), 2, [*stats, "data.in_memory=false", "data.workers=1"]),
-                   tmp_path / "b", plugins=plugins)
+    stream = train(
+        _config(plugins, str(tmp_path / "store"), 2, [*stats, "data.in_memory=false", "data.workers=1"]),
+        tmp_path / "b",
+        plugins=plugins,
+    )
     assert _strip(stream.history) == _strip(memory)
     info = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["data"]
     assert info["shape"] == [3, 32, 32] and info["images"] == 64
@@ -94,7 +97,9 @@ def test_store_training_matches_memory_training(plugins, tmp_path):
 
 def test_mixed_sizes_pack_into_the_cache_and_train_at_64px(plugins, tmp_path):
     folder = _mixed(tmp_path / "mixed")
-    cfg = _config(plugins, str(folder), 1, ["data.image_size=64", "data.in_memory=auto", "data.memory_budget_gb=0.0001"])
+    cfg = _config(
+        plugins, str(folder), 1, ["data.image_size=64", "data.in_memory=auto", "data.memory_budget_gb=0.0001"]
+    )
     source = open_source(cfg.data, plugins)
     assert isinstance(source, StoreSource) and source.uniform_size is None and len(source) == 40
     result = train(cfg, tmp_path / "run", plugins=plugins)
@@ -136,7 +141,9 @@ def test_boxes_differ_per_image_and_global_draws_slice():
     sizes = torch.tensor([[100, 100]] * 8)
     whole = random_resized_boxes(sizes, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(3))
     assert len({tuple(b.tolist()) for b in whole}) == 8
-    half = random_resized_boxes(sizes[4:], (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(3), total=8, offset=4)
+    half = random_resized_boxes(
+        sizes[4:], (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(3), total=8, offset=4
+    )
     assert torch.equal(half, whole[4:])
 
 
@@ -221,9 +228,11 @@ def test_a_second_writer_is_refused_naming_the_holder(plugins, tmp_path):
     import os
 
     folder = _folder(tmp_path / "imgs")
-    with RunLock(tmp_path / "run"):
-        with pytest.raises(CheckpointError, match=f"in use by another sslkit run \\(PID {os.getpid()}\\)"):
-            train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins)
+    with (
+        RunLock(tmp_path / "run"),
+        pytest.raises(CheckpointError, match=f"in use by another sslkit run \\(PID {os.getpid()}\\)"),
+    ):
+        train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins)
     assert not (tmp_path / "run" / "config.json").exists()  # refused before writing anything
     train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins)  # the lock died with its holder
 
@@ -232,3 +241,58 @@ def test_out_that_is_a_file_is_one_line(plugins, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         train(_config(plugins, "sample"), tmp_path / "f", plugins=plugins)
+
+
+def test_mixed_collection_end_to_end_cli(tmp_path):
+    """A user's own mixed collection: pack, train rotation at 64 px from the store, probe (kNN),
+    export, embed the store: every command exits 0."""
+    import subprocess
+    import sys
+
+    def sslkit(*args):
+        done = subprocess.run(
+            [sys.executable, "-m", "sslkit", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**__import__("os").environ, "SSLKIT_DATA": str(tmp_path / "cache")},
+        )
+        assert done.returncode == 0, (args, done.stderr[-3000:])
+        return done
+
+    for label in ("a", "b"):
+        _mixed(tmp_path / "photos" / label, seed=ord(label))
+    (tmp_path / "photos" / "a" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    packed = sslkit("data", "pack", tmp_path / "photos", "-o", tmp_path / "store", "--workers", "1")
+    assert "80 images" in packed.stdout + packed.stderr and "1 skipped" in packed.stdout + packed.stderr
+    run = tmp_path / "run"
+    sslkit(
+        "train",
+        "rotation",
+        "--data",
+        tmp_path / "store",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        run,
+        "--set",
+        "backbone.blocks=3",
+        "--set",
+        "backbone.width=0.1",
+        "--set",
+        "data.image_size=64",
+        "--set",
+        "data.batch_size=16",
+        "--set",
+        "data.in_memory=false",
+        "--set",
+        "data.workers=1",
+    )
+    sslkit("probe", run, "--probe", "knn", "--data", tmp_path / "store", "--layer", "block2", "--device", "cpu")
+    report = json.loads((run / "probe.json").read_text())
+    assert 0.0 <= report["layers"]["block2"]["test_acc"] <= 1.0
+    sslkit("export", run, "-o", tmp_path / "enc.onnx")
+    sslkit("embed", tmp_path / "enc.onnx", tmp_path / "store", "-o", tmp_path / "emb.npy", "--provider", "cpu")
+    assert np.load(tmp_path / "emb.npy").shape[0] == 80

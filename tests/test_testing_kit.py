@@ -45,7 +45,9 @@ class Flip(PretextTask):
 
     def __init__(self, config: FlipConfig, backbone: Backbone) -> None:
         super().__init__(config, backbone)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(backbone.last_stage.channels, config.classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(backbone.last_stage.channels, config.classes)
+        )
 
     def labels(self, images, generator):
         return (torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5).long()

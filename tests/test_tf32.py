@@ -13,10 +13,9 @@ def test_full_fp32_turns_tf32_off_and_restores(before):
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = before
     try:
-        with pytest.raises(RuntimeError, match="inside"):
-            with full_fp32():
-                assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-                raise RuntimeError("inside")  # restored on errors too (a failed check raises)
+        with pytest.raises(RuntimeError, match="inside"), full_fp32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            raise RuntimeError("inside")  # restored on errors too (a failed check raises)
         assert torch.backends.cudnn.allow_tf32 is before and torch.backends.cuda.matmul.allow_tf32 is before
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

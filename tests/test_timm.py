@@ -43,7 +43,8 @@ def test_stages_come_from_feature_info(plugins):
     backbone = sslkit.create_backbone(MODEL, plugins)
     info = timm.create_model("resnet10t", features_only=True).feature_info
     assert [(s.name, s.channels, s.stride) for s in backbone.stages] == [
-        (m.replace(".", "_"), c, r) for m, c, r in zip(info.module_name(), info.channels(), info.reduction())
+        (m.replace(".", "_"), c, r)
+        for m, c, r in zip(info.module_name(), info.channels(), info.reduction(), strict=True)
     ]
     out = backbone(torch.randn(2, 3, 64, 64), backbone.stage_names)
     assert {k: tuple(v.shape) for k, v in out.items()} == {
@@ -54,7 +55,7 @@ def test_stages_come_from_feature_info(plugins):
     reference.load_state_dict({k.split(".", 2)[2]: v for k, v in backbone.state_dict().items()})
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        for have, want in zip(backbone.eval()(x, backbone.stage_names).values(), reference(x)):
+        for have, want in zip(backbone.eval()(x, backbone.stage_names).values(), reference(x), strict=True):
             torch.testing.assert_close(have, want)
 
 
@@ -81,14 +82,34 @@ def test_conformance_kit(plugins):
 
 def test_train_probe_export_from_the_cli(tmp_path, capsys, plugins):
     run = tmp_path / "run"
-    code, _, err = _cli(capsys, "train", "rotation", "--backbone", MODEL, "--data", "sample", "--epochs", "1",
-                        "--device", "cpu", "--out", run, "--set", "data.subset=64", "--set", "data.batch_size=32")
+    code, _, err = _cli(
+        capsys,
+        "train",
+        "rotation",
+        "--backbone",
+        MODEL,
+        "--data",
+        "sample",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        run,
+        "--set",
+        "data.subset=64",
+        "--set",
+        "data.batch_size=32",
+    )
     assert code in (0, None), err
     assert json.loads((run / "config.json").read_text())["backbone"]["name"] == MODEL
     labelled = _labelled_folder(tmp_path / "labelled")
     for probe in ("knn", "linear", "mlp", "conv"):
         report = sslkit.load(run, plugins=plugins).probe(
-            str(labelled), probe=probe, layers=["layer2"], device="cpu",
+            str(labelled),
+            probe=probe,
+            layers=["layer2"],
+            device="cpu",
             **({} if probe == "knn" else {"options": {"epochs": 1}}),
         )
         assert 0.0 <= report["layers"]["layer2"]["test_acc"] <= 1.0, probe

@@ -49,7 +49,10 @@ def test_resume_reproduces_uninterrupted_run(plugins, tmp_path):
     straight = train(_config(plugins, epochs=3), tmp_path / "a", plugins=plugins).history
     train(_config(plugins, epochs=1), tmp_path / "b", plugins=plugins)
     resumed = train(_config(plugins, epochs=3), tmp_path / "b", plugins=plugins, resume=True).history
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "samples_per_s")} for r in rows]  # noqa: E731
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "samples_per_s")} for r in rows]
+
     assert strip(resumed) == strip(straight)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["backbone"]
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["backbone"]
@@ -64,7 +67,12 @@ def test_resume_rejects_a_changed_config(plugins, tmp_path):
 
 
 def test_loss_decreases_on_sample(plugins, tmp_path):
-    cfg = assemble("rotation", plugins, sets=["backbone.width=0.15", "data.subset=1024", "data.batch_size=64"], flags={"epochs": 3, "device": "cpu"})
+    cfg = assemble(
+        "rotation",
+        plugins,
+        sets=["backbone.width=0.15", "data.subset=1024", "data.batch_size=64"],
+        flags={"epochs": 3, "device": "cpu"},
+    )
     rows = train(cfg, tmp_path, plugins=plugins).history
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rows[-1]["heldout_acc"] > 0.4  # chance is 0.25
@@ -89,7 +97,14 @@ def test_sigkill_then_resume_loses_no_epoch(tmp_path):
     resumed = subprocess.run([*base, "--out", str(run), "--resume"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stderr
-    rows = lambda p: [{k: v for k, v in json.loads(line).items() if k in ("epoch", "train_loss", "train_acc", "heldout_loss", "heldout_acc", "lr")} for line in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+
+    def rows(p):
+        keys = ("epoch", "train_loss", "train_acc", "heldout_loss", "heldout_acc", "lr")
+        return [
+            {k: v for k, v in json.loads(line).items() if k in keys}
+            for line in (p / "metrics.jsonl").read_text().splitlines()
+        ]
+
     assert rows(run) == rows(tmp_path / "ref")
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
@@ -120,14 +135,23 @@ def test_exclude_test_leaves_out_the_probes_test_split(plugins, tmp_path):
     rest, test = carve_test(data, 0.2, seed=0)
     probe_test = make_splits(data, None, val_fraction=0.1, test_fraction=0.2, labels_per_class=None, seed=0).test
     assert test.files == probe_test.files and not set(rest.files) & set(test.files)
-    cfg = assemble("rotation", plugins, sets=[*TINY[:2], "data.batch_size=16", "data.holdout=0", "data.exclude_test=0.2"],
-                   flags={"epochs": 1, "device": "cpu", "data": {"name": str(folder)}})
+    cfg = assemble(
+        "rotation",
+        plugins,
+        sets=[*TINY[:2], "data.batch_size=16", "data.holdout=0", "data.exclude_test=0.2"],
+        flags={"epochs": 1, "device": "cpu", "data": {"name": str(folder)}},
+    )
     info = {}
 
     class Spy:
-        def on_start(self, i): info.update(i)
-        def on_step(self, *a): pass
-        def on_epoch_end(self, r): pass
+        def on_start(self, i):
+            info.update(i)
+
+        def on_step(self, *a):
+            pass
+
+        def on_epoch_end(self, r):
+            pass
 
     train(cfg, tmp_path / "run", plugins=plugins, callbacks=[Spy()])
     assert info["train_images"] == len(rest) == 64

@@ -52,6 +52,7 @@ def test_attention_png(run, tmp_path):
 
 def test_attention_map_is_the_normalised_power_sum(plugins):
     import torch
+
     from sslkit.factory import create_backbone
 
     nin = create_backbone("nin", plugins, blocks=3, width=0.1)

@@ -52,7 +52,12 @@ def rows(model: Any, prefix: str = "") -> list[tuple[str, str, str, str]]:
         if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
             out += rows(annotation, f"{prefix}{name}.")
             continue
-        bounds = [f"{sym} {getattr(m, attr)}" for m in field.metadata for attr, sym in BOUNDS if getattr(m, attr, None) is not None]
+        bounds = [
+            f"{sym} {getattr(m, attr)}"
+            for m in field.metadata
+            for attr, sym in BOUNDS
+            if getattr(m, attr, None) is not None
+        ]
         kind = type_name(annotation) + (f" ({', '.join(bounds)})" if bounds else "")
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         out.append((f"`{prefix}{name}`", kind.replace("|", "\\|"), default_text(field), description))
@@ -80,8 +85,10 @@ def render() -> str:
                 continue
             provider = entry.provider.distribution or entry.provider.plugin
             parts += [
-                f"### `{section}.name = \"{entry.name}\"` ({provider})", "",
-                table(entry.obj.Config, f"{section}."), "",
+                f'### `{section}.name = "{entry.name}"` ({provider})',
+                "",
+                table(entry.obj.Config, f"{section}."),
+                "",
             ]
     return "\n".join(parts)
 

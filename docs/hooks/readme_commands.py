@@ -16,7 +16,7 @@ WIDTH = 72  # characters that fit a code block of the material theme without scr
 def first_bash_block(readme: str) -> list[str]:
     lines = readme.splitlines()
     start = lines.index("```bash") + 1  # ValueError: the README lost its commands
-    return lines[start:lines.index("```", start)]
+    return lines[start : lines.index("```", start)]
 
 
 def _units(segment: str) -> list[str]:

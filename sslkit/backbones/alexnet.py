@@ -58,6 +58,9 @@ class AlexNet(Backbone):
         self.blocks["conv4"] = nn.Sequential(*_unit(c3, c4, 3, affine=False))
         self.blocks["conv5"] = nn.Sequential(*_unit(c4, c5, 3, affine=False), pool())
         self.stages = (
-            Stage("conv1", c1, 8), Stage("conv2", c2, 16), Stage("conv3", c3, 16),
-            Stage("conv4", c4, 16), Stage("conv5", c5, 32),
+            Stage("conv1", c1, 8),
+            Stage("conv2", c2, 16),
+            Stage("conv3", c3, 16),
+            Stage("conv4", c4, 16),
+            Stage("conv5", c5, 32),
         )

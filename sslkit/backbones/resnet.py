@@ -54,7 +54,7 @@ class ResNet18(Backbone):
         for key, value in self.state_dict().items():
             for old, new in rename.items():
                 if key.startswith(old):
-                    key = new + key[len(old):]
+                    key = new + key[len(old) :]
                     break
             out[key] = value
         return out

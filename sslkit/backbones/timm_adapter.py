@@ -16,7 +16,8 @@ most vision transformers) run whole and return the stages asked for.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -49,7 +50,9 @@ def timm_available() -> str | None:
 class TimmConfig(Config):
     pretrained: bool = Field(False, description="start from timm's published weights (downloads them: needs network)")
     in_chans: int = Field(3, ge=1, description="input image channels")
-    out_indices: tuple[int, ...] | None = Field(None, description="which of timm's feature levels become stages (default: all)")
+    out_indices: tuple[int, ...] | None = Field(
+        None, description="which of timm's feature levels become stages (default: all)"
+    )
 
 
 def _stage_name(module: str) -> str:
@@ -80,7 +83,7 @@ class TimmBackbone(Backbone):
     model_name: ClassVar[str] = ""
 
     @classmethod
-    def variant(cls, model_name: str) -> type["TimmBackbone"]:
+    def variant(cls, model_name: str) -> type[TimmBackbone]:
         """The backbone class for ``timm/<model_name>`` (the registry's family lookup)."""
         timm = _timm()
         if not timm.is_model(model_name):
@@ -107,7 +110,9 @@ class TimmBackbone(Backbone):
         try:
             features = timm.create_model(self.model_name, **kwargs)
         except (RuntimeError, ValueError, TypeError) as exc:  # e.g. no features_only support
-            raise PluginError(f"timm cannot build '{self.model_name}' with features_only=True ({exc}); choose another model") from None
+            raise PluginError(
+                f"timm cannot build '{self.model_name}' with features_only=True ({exc}); choose another model"
+            ) from None
         info = features.feature_info.get_dicts()
         modules = [d["module"] for d in info]
         self.stages = tuple(Stage(_stage_name(d["module"]), int(d["num_chs"]), int(d["reduction"])) for d in info)
@@ -124,4 +129,4 @@ class TimmBackbone(Backbone):
         wanted = [self.stage(n).name for n in (stages or [self.last_stage.name])]
         maps = self.features(x)
         maps = maps.values() if isinstance(maps, dict) else maps
-        return {s.name: m for s, m in zip(self.stages, maps) if s.name in wanted}
+        return {s.name: m for s, m in zip(self.stages, maps, strict=True) if s.name in wanted}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from typing import Optional
 
 import typer
 
@@ -39,7 +38,10 @@ _FS_ERRORS = {
     errno.EROFS: ("the file system is read-only", "choose a folder on a writable disk with --out"),
     errno.ENOSPC: ("no space left on the disk", "free some space or choose a folder on another disk with --out"),
     errno.EDQUOT: ("the disk quota is exceeded", "free some space or choose a folder on another disk with --out"),
-    errno.EFBIG: ("the file is larger than allowed (ulimit -f)", "raise the file size limit or free space; the previous files are intact"),
+    errno.EFBIG: (
+        "the file is larger than allowed (ulimit -f)",
+        "raise the file size limit or free space; the previous files are intact",
+    ),
     errno.EEXIST: ("a file is in the way of a folder", "remove it or choose another --out"),
     errno.ENOTDIR: ("part of the path is a file, not a folder", "choose another --out"),
     errno.EISDIR: ("it is a folder, not a file", "give a file name"),
@@ -85,13 +87,19 @@ def build_app() -> typer.Typer:
     @app.callback()
     def root(
         ctx: typer.Context,
-        plugins: Optional[str] = typer.Option(
-            None, "--plugins", envvar="SSLKIT_PLUGINS",
+        plugins: str | None = typer.Option(
+            None,
+            "--plugins",
+            envvar="SSLKIT_PLUGINS",
             help="Comma-separated plugin selection: NAME loads only those, -NAME disables one, 'none' only built-ins.",
         ),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Print informational messages."),
         version: bool = typer.Option(
-            False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version,
+            False,
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
         ),
     ) -> None:
         _setup_logging(verbose)
@@ -99,10 +107,30 @@ def build_app() -> typer.Typer:
 
     # One module per command group; each imports torch only inside its commands.
     from . import (
-        data_cmd, embed_cmd, export_cmd, new_plugin_cmd, plugins_cmd, probe_cmd, reproduce_cmd, show_cmd, train_cmd, viz_cmd,
+        data_cmd,
+        embed_cmd,
+        export_cmd,
+        new_plugin_cmd,
+        plugins_cmd,
+        probe_cmd,
+        reproduce_cmd,
+        show_cmd,
+        train_cmd,
+        viz_cmd,
     )
 
-    for module in (train_cmd, plugins_cmd, show_cmd, probe_cmd, reproduce_cmd, viz_cmd, export_cmd, embed_cmd, new_plugin_cmd, data_cmd):
+    for module in (
+        train_cmd,
+        plugins_cmd,
+        show_cmd,
+        probe_cmd,
+        reproduce_cmd,
+        viz_cmd,
+        export_cmd,
+        embed_cmd,
+        new_plugin_cmd,
+        data_cmd,
+    ):
         module.register(app)
     return app
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Optional
+from typing import Literal
 
 import typer
 
@@ -21,11 +22,24 @@ class _Bar:
     """A rich progress bar with images/s and ETA, fed by the library's on_progress(done, total)."""
 
     def __init__(self, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
-            TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]:.0f} img/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=_console(), transient=True,
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.0f} img/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=_console(),
+            transient=True,
         )
         self.task = self.progress.add_task(label, total=None, rate=0.0)
         self.t0 = time.perf_counter()
@@ -51,12 +65,21 @@ def _info_lines(manifest: dict) -> Iterator[str]:
     lo, hi = sizes["min"], sizes["max"]
     shape = f"all {lo[1]}x{lo[0]}" if sizes["uniform"] else f"{lo[1]}x{lo[0]} .. {hi[1]}x{hi[0]} (W x H, per side)"
     total = sum(s["bytes"] for s in manifest["shards"])
-    yield f"images: {manifest['images']:,} in {len(manifest['shards'])} shard(s), {total / 1e6:.1f} MB, {manifest['encoding']}"
+    yield (
+        f"images: {manifest['images']:,} in {len(manifest['shards'])} shard(s), {total / 1e6:.1f} MB, "
+        f"{manifest['encoding']}"
+    )
     yield f"sizes: {shape}"
-    yield f"mean: {', '.join(f'{v:.4f}' for v in manifest['mean'])}   std: {', '.join(f'{v:.4f}' for v in manifest['std'])}"
+    yield (
+        f"mean: {', '.join(f'{v:.4f}' for v in manifest['mean'])}   std: "
+        f"{', '.join(f'{v:.4f}' for v in manifest['std'])}"
+    )
     yield f"source: {manifest['source']['kind']} {manifest['source']['where']} ({manifest['source_images']:,} images)"
     o = manifest["options"]
-    yield f"options: encoding {o['encoding']}, max side {o['max_side']}, quality {o['quality']}, shard size {o['shard_size'] / 2**20:g} MB"
+    yield (
+        f"options: encoding {o['encoding']}, max side {o['max_side']}, quality {o['quality']}, shard size "
+        f"{o['shard_size'] / 2**20:g} MB"
+    )
     yield f"skipped: {manifest['skipped_count']}"
     for s in manifest["skipped"][:10]:
         yield f"  {s['file']}: {s['reason']}"
@@ -65,19 +88,34 @@ def _info_lines(manifest: dict) -> Iterator[str]:
 
 
 def register(app: typer.Typer) -> None:
-    data = typer.Typer(help="Packed image stores: pack a folder, list file or dataset; inspect; verify.", no_args_is_help=True)
+    data = typer.Typer(
+        help="Packed image stores: pack a folder, list file or dataset; inspect; verify.", no_args_is_help=True
+    )
     app.add_typer(data, name="data")
 
     @data.command("pack")
     def pack_command(
         ctx: typer.Context,
-        source: str = typer.Argument(..., help="Folder of images (class sub-folders become labels), list file (PATH[<tab>LABEL] per line) or dataset name."),
-        out: Path = typer.Option(..., "--out", "-o", help="Store folder to write (new or empty; an unfinished pack of the same source resumes)."),
-        encoding: Encoding = typer.Option("auto", "--encoding", help="auto: raw pixels up to 64 px, else JPEG; raw: .npy; jpeg: re-encoded JPEG."),
-        max_side: Optional[int] = typer.Option(None, "--max-side", help="Cap the short side at N pixels (aspect kept)."),
+        source: str = typer.Argument(
+            ...,
+            help="Folder of images (class sub-folders become labels), list file (PATH[<tab>LABEL] per line) or "
+            "dataset name.",
+        ),
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            "-o",
+            help="Store folder to write (new or empty; an unfinished pack of the same source resumes).",
+        ),
+        encoding: Encoding = typer.Option(
+            "auto", "--encoding", help="auto: raw pixels up to 64 px, else JPEG; raw: .npy; jpeg: re-encoded JPEG."
+        ),
+        max_side: int | None = typer.Option(None, "--max-side", help="Cap the short side at N pixels (aspect kept)."),
         quality: int = typer.Option(90, "--quality", help="JPEG quality 1..100."),
         shard_size: float = typer.Option(256, "--shard-size", help="Shard size in MB."),
-        workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decoding processes (default: CPU count; 0: none)."),
+        workers: int | None = typer.Option(
+            None, "--workers", min=0, help="Decoding processes (default: CPU count; 0: none)."
+        ),
     ) -> None:
         """Pack images into tar shards with an index (readable by webdataset and DALI)."""
         from ..data.store import pack
@@ -88,13 +126,23 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         with _Bar("packing") as progress:
             manifest = pack(
-                source, out, encoding=encoding, max_side=max_side, quality=quality,
-                shard_size=int(shard_size * 2**20), workers=workers, on_progress=progress, plugins=plugins,
+                source,
+                out,
+                encoding=encoding,
+                max_side=max_side,
+                quality=quality,
+                shard_size=int(shard_size * 2**20),
+                workers=workers,
+                on_progress=progress,
+                plugins=plugins,
             )
         seconds = time.perf_counter() - t0
         console.print(
-            f"wrote {out}: {manifest['images']:,} images ({manifest['encoding']}) in {len(manifest['shards'])} shard(s), "
-            f"{manifest['skipped_count']} skipped; {seconds:.1f}s", markup=False, highlight=False,
+            f"wrote {out}: {manifest['images']:,} images ({manifest['encoding']}) in {len(manifest['shards'])} "
+            "shard(s), "
+            f"{manifest['skipped_count']} skipped; {seconds:.1f}s",
+            markup=False,
+            highlight=False,
         )
         for s in manifest["skipped"][:5]:
             console.print(f"  skipped {s['file']}: {s['reason']}", markup=False, highlight=False)
@@ -112,7 +160,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(line)
         if s.classes:
             counts = np.bincount(s.labels, minlength=len(s.classes))
-            typer.echo(f"classes ({len(s.classes)}): " + ", ".join(f"{c} {n}" for c, n in zip(s.classes, counts.tolist())))
+            typer.echo(
+                f"classes ({len(s.classes)}): "
+                + ", ".join(f"{c} {n}" for c, n in zip(s.classes, counts.tolist(), strict=False))
+            )
         else:
             typer.echo("classes: none (unlabelled)")
 
@@ -123,4 +174,7 @@ def register(app: typer.Typer) -> None:
 
         with _Bar("verifying") as progress:
             manifest = verify(store, on_progress=progress)
-        typer.echo(f"ok: {store}: {len(manifest['shards'])} shard(s) and the index match the manifest ({manifest['images']:,} images)")
+        typer.echo(
+            f"ok: {store}: {len(manifest['shards'])} shard(s) and the index match the manifest "
+            f"({manifest['images']:,} images)"
+        )

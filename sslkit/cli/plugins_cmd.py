@@ -14,17 +14,21 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
         """List pretext tasks, backbones, probes and datasets, with the plugin that provides each."""
+        from ..api import EXTRAS, optional_packages
         from ..plugins import load_plugins
         from ..registry import as_rows, conflict_rows
-
-        from ..api import EXTRAS, optional_packages
 
         plugins = load_plugins(ctx.obj["plugins"])
         rows = [row for reg in plugins.registries() for row in as_rows(reg)]
         conflicts = [row for reg in plugins.registries() for row in conflict_rows(reg)]
         records = [vars(r) for r in plugins.records]
         if as_json:
-            typer.echo(json.dumps({"plugins": records, "provides": rows, "conflicts": conflicts, "optional": optional_packages()}, indent=2))
+            typer.echo(
+                json.dumps(
+                    {"plugins": records, "provides": rows, "conflicts": conflicts, "optional": optional_packages()},
+                    indent=2,
+                )
+            )
             return
         from rich.console import Console
         from rich.table import Table
@@ -36,7 +40,7 @@ def register(app: typer.Typer) -> None:
         for row in rows:
             table.add_row(*(row[c] or "-" for c in ("kind", "name", "plugin", "distribution", "version")))
         for c in conflicts:  # unusable until one of the plugins is disabled
-            for plugin, dist in zip(c["plugins"], c["distributions"]):
+            for plugin, dist in zip(c["plugins"], c["distributions"], strict=True):
                 table.add_row(c["kind"], f"{c['name']} (conflict)", plugin, dist or "-", "-", style="red")
         console.print(table)
         for name, version in optional_packages().items():  # e.g. timm: which backbones exist
@@ -47,4 +51,6 @@ def register(app: typer.Typer) -> None:
             console.print(f"[red]conflict[/]: {c['message']}", markup=True, highlight=False, soft_wrap=True)
         broken = [r for r in plugins.records if r.status != "loaded"]
         for r in broken:
-            console.print(f"[yellow]{r.status}[/]: plugin '{r.name}' ({r.distribution or '-'} {r.version or ''}) {r.error or ''}")
+            console.print(
+                f"[yellow]{r.status}[/]: plugin '{r.name}' ({r.distribution or '-'} {r.version or ''}) {r.error or ''}"
+            )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -24,7 +24,14 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         best = f"{r['best_val_acc']:.2%} ({r['best_val_epoch']})" if "best_val_acc" in r else "-"
         val = f"{r['val']['acc']:.2%}" if "val" in r else "-"
         mark = " *" if layer == report["best_layer"] else ""
-        table.add_row(layer + mark, "x".join(map(str, r["feature_shape"])), f"{r['probe_parameters']:,}", val, best, f"{r['test_acc']:.2%}")
+        table.add_row(
+            layer + mark,
+            "x".join(map(str, r["feature_shape"])),
+            f"{r['probe_parameters']:,}",
+            val,
+            best,
+            f"{r['test_acc']:.2%}",
+        )
     console.print(table)
     layer = report["best_layer"] or next(iter(report["layers"]))
     r = report["layers"][layer]
@@ -62,23 +69,53 @@ def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe_command(
         ctx: typer.Context,
-        run: Optional[Path] = typer.Argument(None, help="Run folder (or checkpoint) of 'sslkit train'; optional with --random-init --backbone."),
-        layer: List[str] = typer.Option([], "--layer", "-l", help="Stage to probe (repeatable) [default: the last]."),
-        layers: Optional[str] = typer.Option(None, "--layers", help="'all' (every stage, Table 1) or a comma-separated list."),
+        run: Path | None = typer.Argument(
+            None, help="Run folder (or checkpoint) of 'sslkit train'; optional with --random-init --backbone."
+        ),
+        layer: list[str] = typer.Option([], "--layer", "-l", help="Stage to probe (repeatable) [default: the last]."),
+        layers: str | None = typer.Option(
+            None, "--layers", help="'all' (every stage, Table 1) or a comma-separated list."
+        ),
         probe: str = typer.Option("mlp", "--probe", "-p", help="linear, mlp, conv, knn or a plugin's probe."),
-        data: str = typer.Option("sample", "--data", "-d", help="Labelled training data: dataset name or folder of class sub-folders."),
-        test_data: Optional[str] = typer.Option(None, "--test-data", help="Labelled test data [default: the dataset's test split, else a carved seeded split]."),
-        sets: List[str] = typer.Option([], "--set", "-s", help="Probe options: --set epochs=10 --set k=50 (repeatable)."),
+        data: str = typer.Option(
+            "sample", "--data", "-d", help="Labelled training data: dataset name or folder of class sub-folders."
+        ),
+        test_data: str | None = typer.Option(
+            None,
+            "--test-data",
+            help="Labelled test data [default: the dataset's test split, else a carved seeded split].",
+        ),
+        sets: list[str] = typer.Option(
+            [], "--set", "-s", help="Probe options: --set epochs=10 --set k=50 (repeatable)."
+        ),
         finetune: bool = typer.Option(False, "--finetune", help="Train the trunk too, at lr * finetune_lr_scale."),
-        augment: bool = typer.Option(False, "--augment/--no-augment", help="Crop + flip per batch (the paper's protocol; slower: no feature cache)."),
-        labels_per_class: Optional[int] = typer.Option(None, "--labels-per-class", "-k", help="Keep the first K training images per class (Figure 5b)."),
-        epoch_size: Optional[int] = typer.Option(None, "--epoch-size", help="Samples per epoch [default: the full training split, also with -k]."),
-        val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation split carved from the training data."),
-        select: str = typer.Option("last", "--select", help="last: report the last epoch; val: the best validation epoch."),
-        random_init: bool = typer.Option(False, "--random-init", help="Randomly initialised trunk (the paper's baseline)."),
-        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone for --random-init without a run [default: the run's]."),
-        backbone_sets: List[str] = typer.Option([], "--backbone-set", help="Backbone option for --random-init: blocks=3 (repeatable)."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the report [default: the run folder]."),
+        augment: bool = typer.Option(
+            False,
+            "--augment/--no-augment",
+            help="Crop + flip per batch (the paper's protocol; slower: no feature cache).",
+        ),
+        labels_per_class: int | None = typer.Option(
+            None, "--labels-per-class", "-k", help="Keep the first K training images per class (Figure 5b)."
+        ),
+        epoch_size: int | None = typer.Option(
+            None, "--epoch-size", help="Samples per epoch [default: the full training split, also with -k]."
+        ),
+        val_fraction: float = typer.Option(
+            0.1, "--val-fraction", help="Validation split carved from the training data."
+        ),
+        select: str = typer.Option(
+            "last", "--select", help="last: report the last epoch; val: the best validation epoch."
+        ),
+        random_init: bool = typer.Option(
+            False, "--random-init", help="Randomly initialised trunk (the paper's baseline)."
+        ),
+        backbone: str | None = typer.Option(
+            None, "--backbone", "-b", help="Backbone for --random-init without a run [default: the run's]."
+        ),
+        backbone_sets: list[str] = typer.Option(
+            [], "--backbone-set", help="Backbone option for --random-init: blocks=3 (repeatable)."
+        ),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the report [default: the run folder]."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
@@ -99,13 +136,28 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--select '{select}': use last or val")
         try:
             settings = ProbeSettings(
-                probe=probe, options=parse_sets(sets), layers=tuple(names), finetune=finetune, augment=augment,
-                labels_per_class=labels_per_class, epoch_size=epoch_size, val_fraction=val_fraction,
-                select=select, seed=seed, device=device,
+                probe=probe,
+                options=parse_sets(sets),
+                layers=tuple(names),
+                finetune=finetune,
+                augment=augment,
+                labels_per_class=labels_per_class,
+                epoch_size=epoch_size,
+                val_fraction=val_fraction,
+                select=select,
+                seed=seed,
+                device=device,
             )
         except ValidationError as exc:  # checked before any data or weights are loaded
             raise ConfigError(option_error(exc, ProbeSettings)) from None
-        trunk = load_trunk(run, plugins, random_init=random_init, backbone=backbone, backbone_options=parse_sets(backbone_sets), seed=seed)
+        trunk = load_trunk(
+            run,
+            plugins,
+            random_init=random_init,
+            backbone=backbone,
+            backbone_options=parse_sets(backbone_sets),
+            seed=seed,
+        )
         splits = load_splits(data, test_data, plugins, settings, trunk.image_size)
         console = Console(stderr=True, soft_wrap=True)
         hook = lambda lay, r: console.print(  # noqa: E731

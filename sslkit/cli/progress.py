@@ -39,9 +39,14 @@ class RichProgress(Callback):
         """Packing a folder into the store cache (once): a bar with images/s and ETA."""
         if self.progress is None:
             self.progress = Progress(
-                TextColumn("packing images"), BarColumn(), MofNCompleteColumn(),
-                TransferSpeedless(), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=self.console, transient=True,
+                TextColumn("packing images"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TransferSpeedless(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
             )
             self.progress.start()
             self.task_id = self.progress.add_task("pack", total=total)
@@ -86,10 +91,16 @@ class RichProgress(Callback):
                 transient=True,
             )
             self.progress.start()
-            self.task_id = self.progress.add_task("train", total=steps, epoch=epoch + 1, epochs=self.epochs, loss=0.0, acc=0.0, ips=0.0)
+            self.task_id = self.progress.add_task(
+                "train", total=steps, epoch=epoch + 1, epochs=self.epochs, loss=0.0, acc=0.0, ips=0.0
+            )
         self.progress.update(
-            self.task_id, completed=step, epoch=epoch + 1,
-            loss=metrics["loss"], acc=metrics["acc"], ips=metrics["images_per_s"],
+            self.task_id,
+            completed=step,
+            epoch=epoch + 1,
+            loss=metrics["loss"],
+            acc=metrics["acc"],
+            ips=metrics["images_per_s"],
         )
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
@@ -105,7 +116,10 @@ class RichProgress(Callback):
     def finish(self, result: Any) -> None:
         last = result.last
         if "heldout_acc" in last:
-            self.console.print(f"[bold green]done[/]: held-out pretext accuracy {last['heldout_acc']:.1%}; checkpoint {result.out_dir / 'checkpoint.pt'}")
+            self.console.print(
+                f"[bold green]done[/]: held-out pretext accuracy {last['heldout_acc']:.1%}; checkpoint "
+                f"{result.out_dir / 'checkpoint.pt'}"
+            )
         else:
             self.console.print(f"[bold green]done[/]: checkpoint {result.out_dir / 'checkpoint.pt'}")
         self.console.print(next_steps(result.out_dir, result.config.data.name), markup=False, highlight=False)
@@ -130,7 +144,8 @@ class PlainProgress(RichProgress):
         self.console.print(
             f"epoch {epoch + 1}/{self.epochs} step {step}/{steps}  loss {metrics['loss']:.3f}  "
             f"acc {metrics['acc']:.1%}  {metrics['images_per_s']:.0f} img/s",
-            markup=False, highlight=False,
+            markup=False,
+            highlight=False,
         )
 
 
@@ -144,10 +159,12 @@ def next_steps(run: Any, data: str) -> str:
     """The commands that use a finished run, with its path filled in (shell-quoted)."""
     r = shlex.quote(str(run))
     d = "" if data == "sample" else f" --data {shlex.quote(str(data))}"
-    return "\n".join([
-        "next:",
-        f"  sslkit probe {r} --layers all --probe knn{d}   # how good are the features, per stage",
-        f"  sslkit export {r}                            # encoder.onnx (or --format torch|safetensors)",
-        f"  sslkit viz curves {r} -o {shlex.quote(str(run) + '/curves.png')}",
-        f"  python -c \"import sslkit; run = sslkit.load({str(run)!r}); print(run.history[-1])\"",
-    ])
+    return "\n".join(
+        [
+            "next:",
+            f"  sslkit probe {r} --layers all --probe knn{d}   # how good are the features, per stage",
+            f"  sslkit export {r}                            # encoder.onnx (or --format torch|safetensors)",
+            f"  sslkit viz curves {r} -o {shlex.quote(str(run) + '/curves.png')}",
+            f'  python -c "import sslkit; run = sslkit.load({str(run)!r}); print(run.history[-1])"',
+        ]
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -14,12 +13,16 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         task: str = typer.Argument(..., help="Pretext task, e.g. rotation or context."),
         out: Path = typer.Option(Path("batch.png"), "--out", "-o", help="PNG file to write."),
-        data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name or image folder [default: sample]."),
+        data: str | None = typer.Option(None, "--data", "-d", help="Dataset name or image folder [default: sample]."),
         images: int = typer.Option(4, "--images", "-n", min=1, max=64, help="How many images to draw from the data."),
-        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (the task may build its head for it)."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="The task's preset (may change task and data options)."),
-        sets: List[str] = typer.Option([], "--set", "-s", help="Override config keys, as for 'sslkit train'."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
+        backbone: str | None = typer.Option(
+            None, "--backbone", "-b", help="Backbone (the task may build its head for it)."
+        ),
+        preset: str | None = typer.Option(
+            None, "--preset", help="The task's preset (may change task and data options)."
+        ),
+        sets: list[str] = typer.Option([], "--set", "-s", help="Override config keys, as for 'sslkit train'."),
+        config: Path | None = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
         seed: int = typer.Option(0, "--seed", help="Which images and which random draws."),
     ) -> None:
         """Apply the training augmentation and the task's transform to a few images and save
@@ -49,4 +52,6 @@ def register(app: typer.Typer) -> None:
             items = model.task.preview(inputs, targets)
         columns = len(items) // len(dataset) if len(items) % len(dataset) == 0 else min(8, len(items))
         path = save_preview(items, out, columns)
-        typer.echo(f"wrote {path}: {len(items)} samples of '{task}' from {len(dataset)} images of {dataset.description}")
+        typer.echo(
+            f"wrote {path}: {len(items)} samples of '{task}' from {len(dataset)} images of {dataset.description}"
+        )

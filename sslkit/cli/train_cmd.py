@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List, Literal, Optional
+from typing import Any, Literal
 
 import typer
 
 from ..errors import ConfigError
-
 
 # RunConfig.precision's values, spelled out so that --help shows them without importing pydantic
 # (tests/test_api.py checks that the two agree).
@@ -35,35 +34,52 @@ def register(app: typer.Typer) -> None:
     def train_command(
         ctx: typer.Context,
         task: str = typer.Argument(..., help="Pretext task, e.g. rotation (see 'sslkit plugins')."),
-        backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone name (default: nin)."),
-        data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset name or image folder (default: sample)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs (default: the preset's)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step before pretext expansion (default: 128)."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="The task's recipe, e.g. paper or repo for rotation."),
-        sets: List[str] = typer.Option([], "--set", "-s", help="Override any config key: --set backbone.width=0.25 (repeatable)."),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/TASK-BACKBONE-TIME)."),
+        backbone: str | None = typer.Option(None, "--backbone", "-b", help="Backbone name (default: nin)."),
+        data: str | None = typer.Option(None, "--data", "-d", help="Dataset name or image folder (default: sample)."),
+        epochs: int | None = typer.Option(None, "--epochs", "-e", help="Epochs (default: the preset's)."),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", help="Images per step before pretext expansion (default: 128)."
+        ),
+        preset: str | None = typer.Option(None, "--preset", help="The task's recipe, e.g. paper or repo for rotation."),
+        sets: list[str] = typer.Option(
+            [], "--set", "-s", help="Override any config key: --set backbone.width=0.25 (repeatable)."
+        ),
+        config: Path | None = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: runs/TASK-BACKBONE-TIME)."),
         resume: bool = typer.Option(
-            False, "--resume",
+            False,
+            "--resume",
             help="Continue the run in --out from its last checkpoint; '--resume auto' starts it when there is none.",
         ),
         resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True, help="What '--resume auto' becomes."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: 0)."),
-        precision: Optional[Precision] = typer.Option(None, "--precision", help="Compute precision (default: fp32)."),
-        logger: List[str] = typer.Option([], "--logger", metavar="NAME", help="Experiment logger: csv, tensorboard, wandb or a plugin's (repeatable; see 'sslkit plugins')."),
+        device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)."),
+        seed: int | None = typer.Option(None, "--seed", help="Random seed (default: 0)."),
+        precision: Precision | None = typer.Option(None, "--precision", help="Compute precision (default: fp32)."),
+        logger: list[str] = typer.Option(
+            [],
+            "--logger",
+            metavar="NAME",
+            help="Experiment logger: csv, tensorboard, wandb or a plugin's (repeatable; see 'sslkit plugins').",
+        ),
     ) -> None:
         """Pretrain a backbone on a pretext task; writes checkpoints and metrics to the run folder."""
-        from ..config import assemble
         from ..api import default_out, train_config
+        from ..config import assemble
         from ..plugins import load_plugins
         from .progress import make_progress
 
         plugins = load_plugins(ctx.obj["plugins"])
-        flags = _flags(**{
-            "backbone.name": backbone, "data.name": data, "epochs": epochs,
-            "data.batch_size": batch_size, "device": device, "seed": seed, "precision": precision,
-        })
+        flags = _flags(
+            **{
+                "backbone.name": backbone,
+                "data.name": data,
+                "epochs": epochs,
+                "data.batch_size": batch_size,
+                "device": device,
+                "seed": seed,
+                "precision": precision,
+            }
+        )
         cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
         if (resume or resume_auto) and out is None:
             raise ConfigError("--resume needs --out RUN_FOLDER: the run to continue")
@@ -71,6 +87,13 @@ def register(app: typer.Typer) -> None:
             out = default_out(task, cfg.backbone["name"])
         main_process = int(os.environ.get("RANK", "0")) == 0
         callbacks = [make_progress()] if main_process else []
-        result = train_config(cfg, out, plugins=plugins, resume="auto" if resume_auto else resume, callbacks=callbacks, loggers=logger if main_process else ())
+        result = train_config(
+            cfg,
+            out,
+            plugins=plugins,
+            resume="auto" if resume_auto else resume,
+            callbacks=callbacks,
+            loggers=logger if main_process else (),
+        )
         if main_process and callbacks:
             callbacks[0].finish(result)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 
-def _backbone(run: Path, plugins_spec: Optional[str]):
+def _backbone(run: Path, plugins_spec: str | None):
     from ..plugins import load_plugins
     from ..run import load_run
 
@@ -23,24 +22,30 @@ def _save(image, out: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    viz = typer.Typer(help="Pictures of a run: attention maps, first-layer filters, training curves.", no_args_is_help=True)
+    viz = typer.Typer(
+        help="Pictures of a run: attention maps, first-layer filters, training curves.", no_args_is_help=True
+    )
     app.add_typer(viz, name="viz")
 
     @viz.command("attention")
     def attention(
         ctx: typer.Context,
         run: Path = typer.Argument(..., help="Run folder of 'sslkit train'."),
-        images: List[Path] = typer.Argument(..., help="Image files."),
+        images: list[Path] = typer.Argument(..., help="Image files."),
         out: Path = typer.Option(Path("attention.png"), "--out", "-o"),
-        stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages [default: all]."),
-        power: Optional[float] = typer.Option(None, "--power", "-p", help="One p for every stage [default: 1, 2, 4 from shallow to deep]."),
+        stages: str | None = typer.Option(None, "--stages", help="Comma-separated stages [default: all]."),
+        power: float | None = typer.Option(
+            None, "--power", "-p", help="One p for every stage [default: 1, 2, 4 from shallow to deep]."
+        ),
     ) -> None:
         """Attention maps (paper Figure 3): per stage, sum over channels of |activation|^p."""
         from ..viz.pictures import DEFAULT_POWERS, attention_figure, attention_maps, load_images
 
         trunk = _backbone(run, ctx.obj["plugins"])
         x = load_images([str(p) for p in images], trunk.input_shape[1])
-        names = [trunk.backbone.stage(s.strip()).name for s in stages.split(",")] if stages else trunk.backbone.stage_names
+        names = (
+            [trunk.backbone.stage(s.strip()).name for s in stages.split(",")] if stages else trunk.backbone.stage_names
+        )
         powers = (power,) if power is not None else DEFAULT_POWERS
         maps = attention_maps(trunk.backbone, x, trunk.mean, trunk.std, names, powers)
         _save(attention_figure(x, maps, powers), out)

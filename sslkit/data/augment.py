@@ -16,9 +16,9 @@ each augmenting their share see exactly the crops one process would.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +137,12 @@ class Crop:
     flip: bool = True
 
     def __call__(
-        self, images: Tensor, sizes: Tensor | None, generator: torch.Generator, total: int | None = None, offset: int = 0
+        self,
+        images: Tensor,
+        sizes: Tensor | None,
+        generator: torch.Generator,
+        total: int | None = None,
+        offset: int = 0,
     ) -> Tensor:
         """Training crop: uint8 [b, C, H, W] (+ sizes [b, 2]) -> [b, C, size, size] (uint8 or float 0..255)."""
         if self.mode == "pad_crop":

@@ -59,9 +59,7 @@ def load_sample(split: str, root: Path) -> ImageData:
         except Exception:
             log.warning("ignoring unreadable cache %s; generating the sample data again", cache)
     images, labels, classes = generate_sample(SAMPLE_SIZES[split], seed=SAMPLE_SEEDS[split])
-    data = ImageData(
-        torch.from_numpy(images), torch.from_numpy(labels), list(classes), f"sample ({split})"
-    )
+    data = ImageData(torch.from_numpy(images), torch.from_numpy(labels), list(classes), f"sample ({split})")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

@@ -14,7 +14,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -27,9 +27,24 @@ from ..registry import suggest
 if TYPE_CHECKING:
     from ..plugins import Plugins
 
+_Data = TypeVar("_Data", bound="_Splittable")
+
+
+class _Splittable(Protocol):
+    """What the splits below need: images in RAM (ImageData) and packed stores (StoreSource) alike."""
+
+    @property
+    def description(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+    def select(self: _Data, index: Tensor) -> _Data: ...
+
+
 log = logging.getLogger(__name__)
 
-# CIFAR-10 channel statistics as used by the RotNet code (Gidaris et al., ICLR 2018, sec. 3.1; github.com/gidariss/FeatureLearningRotNet).
+# CIFAR-10 channel statistics as used by the RotNet code
+# (Gidaris et al., ICLR 2018, sec. 3.1; github.com/gidariss/FeatureLearningRotNet).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 CACHE_VERSION = 1
@@ -62,7 +77,7 @@ class ImageData:
     def channels(self) -> int:
         return self.images.shape[1]
 
-    def select(self, index: Tensor) -> "ImageData":
+    def select(self, index: Tensor) -> ImageData:
         return replace(
             self,
             images=self.images[index],
@@ -71,11 +86,17 @@ class ImageData:
         )
 
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std in [0, 1]: the dataset's own, or measured (on <= 10k images)."""
+        """Per-channel mean and std in [0, 1]: the dataset's own, or measured over every image
+        (population std, as a packed store measures it, so RAM and store runs normalise alike)."""
         if self.mean is not None and self.std is not None:
             return self.mean, self.std
-        x = self.images[: 10_000].float().div_(255).transpose(0, 1).flatten(1)
-        return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
+        # Exact, from a 256-bin histogram per channel (integer counting: fast and no float error).
+        hist = torch.stack([torch.bincount(self.images[:, c].flatten(), minlength=256) for c in range(self.channels)])
+        levels = torch.arange(256, dtype=torch.float64)
+        pixels = hist[0].sum().double()
+        mean = (hist.double() * levels).sum(1) / pixels
+        std = ((hist.double() * levels**2).sum(1) / pixels - mean * mean).clamp_min(0).sqrt()
+        return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
 
 
 class DatasetLoader(Protocol):
@@ -97,9 +118,7 @@ def data_root() -> Path:
     return Path(cache) / "sslkit"
 
 
-def load_dataset(
-    spec: str, plugins: "Plugins", split: str = "train", image_size: int | None = None
-) -> ImageData:
+def load_dataset(spec: str, plugins: Plugins, split: str = "train", image_size: int | None = None) -> ImageData:
     """A registered dataset by name, or a folder of images by path."""
     if spec in plugins.datasets:
         data = plugins.datasets.get(spec)(split, data_root())
@@ -167,7 +186,7 @@ def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | Non
     classes = sorted(parents) if labelled else []
 
     key = hashlib.sha1(f"v{CACHE_VERSION}|{root}|{image_size}".encode())
-    for f, r in zip(files, rel):
+    for f, r in zip(files, rel, strict=True):
         st = f.stat()
         key.update(f"|{r}|{st.st_size}|{st.st_mtime_ns}".encode())
     cache = (cache_dir or data_root() / "folders") / f"{root.name}-{key.hexdigest()[:16]}.pt"
@@ -175,7 +194,10 @@ def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | Non
         try:
             blob = torch.load(cache, weights_only=True)
             return ImageData(
-                blob["images"], blob["labels"], list(blob["classes"]), f"folder '{root}'",
+                blob["images"],
+                blob["labels"],
+                list(blob["classes"]),
+                f"folder '{root}'",
                 files=list(blob["files"]),
             )
         except Exception:  # a corrupt cache is rebuilt, never fatal
@@ -183,11 +205,11 @@ def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | Non
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         arrays = list(pool.map(lambda f: _decode(f, image_size), files, chunksize=64))
-    bad = [r for r, a in zip(rel, arrays) if a is None]
+    bad = [r for r, a in zip(rel, arrays, strict=True) if a is None]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         log.warning("skipped %d unreadable image(s) in %s: %s", len(bad), root, shown)
-    kept = [(r, a) for r, a in zip(rel, arrays) if a is not None]
+    kept = [(r, a) for r, a in zip(rel, arrays, strict=True) if a is not None]
     if not kept:
         raise DataError(f"--data '{root}': none of the {len(files)} image files could be read")
     shapes = Counter(a.shape for _, a in kept)
@@ -211,7 +233,7 @@ def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | Non
     return data
 
 
-def split_holdout(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData | None]:
+def split_holdout(data: _Data, fraction: float, seed: int) -> tuple[_Data, _Data | None]:
     """(train, held-out): a seeded random ``fraction`` of the images, never trained on."""
     n = len(data)
     n_hold = int(round(n * fraction))
@@ -223,7 +245,7 @@ def split_holdout(data: ImageData, fraction: float, seed: int) -> tuple[ImageDat
     return data.select(perm[n_hold:].sort().values), data.select(perm[:n_hold].sort().values)
 
 
-def carve_test(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData | None]:
+def carve_test(data: _Data, fraction: float, seed: int) -> tuple[_Data, _Data | None]:
     """(rest, test): the seeded test split carved from data that has none.
 
     The probes carve their test split with this (``sslkit probe``), and pretraining leaves the
@@ -232,9 +254,8 @@ def carve_test(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, 
     return split_holdout(data, fraction, seed + 1000)
 
 
-def take_subset(data: ImageData, size: int | None, seed: int) -> ImageData:
+def take_subset(data: _Data, size: int | None, seed: int) -> _Data:
     if size is None or size >= len(data):
         return data
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + 1))
     return data.select(perm[:size].sort().values)
-

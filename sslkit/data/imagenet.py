@@ -42,7 +42,7 @@ def _folder(root: Path, split: str) -> Path:
 
 def _by_subfolder(folder: Path, files: list[Path]) -> list[str]:
     parts = [f.relative_to(folder).parts for f in files]
-    flat = [f for f, p in zip(files, parts) if len(p) != 2]
+    flat = [f for f, p in zip(files, parts, strict=True) if len(p) != 2]
     if flat:
         raise DataError(f"'{flat[0]}' is not in a <wnid> sub-folder of '{folder}'; {WHERE}")
     return [p[0] for p in parts]
@@ -72,14 +72,19 @@ def _val_labels(folder: Path, files: list[Path]) -> list[str]:
         )
     missing = [f.name for f in files if f.stem not in wnids]
     if missing:
-        raise DataError(f"'{folder}': {len(missing)} val image(s) have no label (first: {missing[0]}); use the label file of this val set")
+        raise DataError(
+            f"'{folder}': {len(missing)} val image(s) have no label (first: {missing[0]}); use the label file "
+            "of this val set"
+        )
     return [wnids[f.stem] for f in files]
 
 
 def _ilsvrc_wnids(truth: Path) -> dict[int, str]:
     meta = _find(truth.parent, "meta.mat")
     if meta is None:
-        raise DataError(f"{truth.name} numbers classes by ILSVRC2012_ID: put the devkit's meta.mat beside it (or use {SOLUTION})")
+        raise DataError(
+            f"{truth.name} numbers classes by ILSVRC2012_ID: put the devkit's meta.mat beside it (or use {SOLUTION})"
+        )
     try:
         from scipy.io import loadmat
     except ImportError:
@@ -105,4 +110,6 @@ def load_imagenet(split: str, root: Path):
     """ImageNet's train or val split as a :class:`~sslkit.data.store.Store` (packed on first use)."""
     from .store.cache import cached_source_store
 
-    return cached_source_store(imagenet_source(split, root), encoding="jpeg", max_side=MAX_SIDE, name=f"imagenet-{split}")
+    return cached_source_store(
+        imagenet_source(split, root), encoding="jpeg", max_side=MAX_SIDE, name=f"imagenet-{split}"
+    )

@@ -27,13 +27,21 @@ prefix of the arrays is (nearly) class balanced.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 SAMPLE_CLASSES: tuple[str, ...] = (
-    "house", "tree", "person", "car", "boat",
-    "sun", "mountain", "lamppost", "rocket", "flower",
+    "house",
+    "tree",
+    "person",
+    "car",
+    "boat",
+    "sun",
+    "mountain",
+    "lamppost",
+    "rocket",
+    "flower",
 )
 
 IMAGE_SIZE = 32
@@ -51,7 +59,7 @@ Colour = np.ndarray
 
 
 def _rect(y0: float, y1: float, x0: float, x1: float) -> Mask:
-    return (_YY >= y0) & (_YY < y1) & (_XX >= x0) & (_XX < x1)
+    return (y0 <= _YY) & (y1 > _YY) & (x0 <= _XX) & (x1 > _XX)
 
 
 def _disk(cy: float, cx: float, r: float) -> Mask:
@@ -130,12 +138,12 @@ def _background(rng: np.random.Generator, water: bool = False) -> tuple[np.ndarr
     # ground gets a little darker towards the viewer (bottom), like real terrain/water
     g = np.clip((_ROWS - horizon) / (IMAGE_SIZE - horizon), 0, 1)[:, None]
     gnd = ground * (1.0 - 0.25 * g)
-    col = np.where((_ROWS < horizon)[:, None], sky, gnd).astype(np.float32)
+    col = np.where((horizon > _ROWS)[:, None], sky, gnd).astype(np.float32)
     img = np.repeat(col[:, None, :], _RES, axis=1)
     for _ in range(rng.integers(0, 3)):  # clouds: flat-bottomed puffs, only in the sky
         cy, cx, w = rng.uniform(2, horizon - 6), rng.uniform(0, 32), rng.uniform(3, 6)
         puff = _ellipse(cy, cx, w * 0.35, w) | _disk(cy - w * 0.2, cx + rng.uniform(-2, 2), w * 0.45)
-        _paint(img, puff & (_YY < cy + w * 0.2), _jit(rng, (245, 245, 245), 10), 0.85)
+        _paint(img, puff & (cy + w * 0.2 > _YY), _jit(rng, (245, 245, 245), 10), 0.85)
     return img, horizon
 
 
@@ -186,7 +194,7 @@ def _person(img: np.ndarray, rng: np.random.Generator, h: float) -> None:
     skin = _pick(rng, [(240, 200, 160), (190, 140, 100), (120, 80, 55)], 10)
     r = ht * 0.12
     _paint(img, _disk(sh - r, cx, r), skin)
-    _paint(img, _ellipse(sh - r * 1.6, cx, r * 0.5, r * 1.05) & (_YY < sh - r * 1.4), _pick(rng, _DARK))  # hair on top
+    _paint(img, _ellipse(sh - r * 1.6, cx, r * 0.5, r * 1.05) & (sh - r * 1.4 > _YY), _pick(rng, _DARK))  # hair on top
 
 
 def _car(img: np.ndarray, rng: np.random.Generator, h: float) -> None:
@@ -241,7 +249,7 @@ def _mountain(img: np.ndarray, rng: np.random.Generator, h: float) -> None:
         hw, base = rng.uniform(10, 18), h + rng.uniform(0, 3)
         peak = _convex([(py, px), (base, px - hw), (base, px + hw)])
         _paint(img, peak, _pick(rng, [(110, 100, 95), (100, 85, 70), (90, 100, 120)]) + 25 * k)
-        _paint(img, peak & (_YY < py + (base - py) * rng.uniform(0.2, 0.35)), _jit(rng, (245, 245, 250), 8))
+        _paint(img, peak & (py + (base - py) * rng.uniform(0.2, 0.35) > _YY), _jit(rng, (245, 245, 250), 8))
 
 
 def _lamppost(img: np.ndarray, rng: np.random.Generator, h: float) -> None:
@@ -277,7 +285,9 @@ def _flower(img: np.ndarray, rng: np.random.Generator, h: float) -> None:
         b, cx = _base(rng, h, stem + pr * 2.5), rng.uniform(7, 25)
         cy, green = b - stem, _jit(rng, (50, 140, 50))
         _paint(img, _segment(b, cx, cy, cx, 1.2), green)
-        leaves = _ellipse(b - stem * 0.35, cx + 2.2 * s, s, 2.2 * s) | _ellipse(b - stem * 0.55, cx - 2.2 * s, s, 2.2 * s)
+        leaves = _ellipse(b - stem * 0.35, cx + 2.2 * s, s, 2.2 * s) | _ellipse(
+            b - stem * 0.55, cx - 2.2 * s, s, 2.2 * s
+        )
         _paint(img, leaves, green)
         petal = _pick(rng, _PETALS, 15)
         n = rng.integers(5, 8)
@@ -287,7 +297,16 @@ def _flower(img: np.ndarray, rng: np.random.Generator, h: float) -> None:
 
 
 _DRAW: tuple[Callable[[np.ndarray, np.random.Generator, float], None], ...] = (
-    _house, _tree, _person, _car, _boat, _sun, _mountain, _lamppost, _rocket, _flower,
+    _house,
+    _tree,
+    _person,
+    _car,
+    _boat,
+    _sun,
+    _mountain,
+    _lamppost,
+    _rocket,
+    _flower,
 )
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,14 +48,14 @@ class Batch:
     images: Tensor
     sizes: Tensor | None = None
 
-    def pin_memory(self) -> "Batch":  # DataLoader(pin_memory=True) calls this on custom types
+    def pin_memory(self) -> Batch:  # DataLoader(pin_memory=True) calls this on custom types
         return Batch(self.images.pin_memory(), None if self.sizes is None else self.sizes.pin_memory())
 
 
 class StoreSource:
     """A packed store, or a subset of its samples, read in streaming."""
 
-    def __init__(self, store: "Store", index: np.ndarray | None = None) -> None:
+    def __init__(self, store: Store, index: np.ndarray | None = None) -> None:
         self.store = store
         self.index = np.arange(len(store), dtype=np.int64) if index is None else index
 
@@ -83,14 +84,14 @@ class StoreSource:
     def channels(self) -> int:
         return 3
 
-    def select(self, index: Tensor) -> "StoreSource":
+    def select(self, index: Tensor) -> StoreSource:
         return StoreSource(self.store, self.index[index.numpy()])
 
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return tuple(self.store.mean), tuple(self.store.std)
 
 
-Source = Union[ImageData, StoreSource]
+Source = ImageData | StoreSource
 
 
 def fingerprint(source: Source) -> str:
@@ -113,7 +114,7 @@ def is_store(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
-def open_source(data: "DataConfig", plugins: "Plugins", on_progress: Progress | None = None) -> Source:
+def open_source(data: DataConfig, plugins: Plugins, on_progress: Progress | None = None) -> Source:
     """The training data a config names, in RAM or streamed (``data.in_memory``, see module doc)."""
     spec = data.name
     if spec in plugins.datasets:
@@ -146,7 +147,7 @@ def _data_root() -> Path:
     return data_root()
 
 
-def _from_store(store: "Store", data: "DataConfig") -> Source:
+def _from_store(store: Store, data: DataConfig) -> Source:
     from .store import Store
 
     if not isinstance(store, Store):
@@ -164,7 +165,7 @@ def _from_store(store: "Store", data: "DataConfig") -> Source:
     return StoreSource(store)
 
 
-def _folder_fits(path: Path, data: "DataConfig") -> bool:
+def _folder_fits(path: Path, data: DataConfig) -> bool:
     """Whether a folder, decoded, is one size and fits the RAM budget (from a sample of headers)."""
     files = walk_images(path)
     if not files:
@@ -185,7 +186,7 @@ def _folder_fits(path: Path, data: "DataConfig") -> bool:
     return len(files) * 3 * w * h <= data.memory_budget_gb * 2**30
 
 
-def store_to_memory(store: "Store", size: int | None, index: np.ndarray | None = None) -> ImageData:
+def store_to_memory(store: Store, size: int | None, index: np.ndarray | None = None) -> ImageData:
     """Decode a store (or some samples) into RAM at one size: the central square resampled to
     ``size`` when images differ (the probes' and ``show-batch``'s path, as a folder with
     ``data.image_size`` is)."""
@@ -200,6 +201,7 @@ def store_to_memory(store: "Store", size: int | None, index: np.ndarray | None =
     for start in range(0, len(index), 256):
         chunk = [store.read(int(i)) for i in index[start : start + 256]]
         batch = pad_batch(chunk)
+        assert batch.sizes is not None  # pad_batch always records the sizes
         x = resample_boxes(batch.images, center_boxes(batch.sizes), size)
         out[start : start + len(chunk)] = x.round_().clamp_(0, 255).to(torch.uint8)
     labels = None if store.labels is None else torch.from_numpy(np.asarray(store.labels)[index].astype(np.int64))
@@ -224,7 +226,7 @@ class _BatchReader(torch.utils.data.Dataset):
 
     ``decode=gpu`` leaves JPEG payloads encoded: the main process decodes them on the GPU."""
 
-    def __init__(self, store: "Store", encoded: bool) -> None:
+    def __init__(self, store: Store, encoded: bool) -> None:
         self.store = store
         self.encoded = encoded
 
@@ -261,8 +263,12 @@ def iterate_batches(
     workers = default_workers() if workers is None else workers
     sampler = [source.index[b.numpy()] for b in batches]
     loader = torch.utils.data.DataLoader(
-        _BatchReader(source.store, encoded), sampler=sampler, batch_size=None, num_workers=workers,
-        pin_memory=device.type == "cuda" and not encoded, prefetch_factor=2 if workers else None,
+        _BatchReader(source.store, encoded),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda" and not encoded,
+        prefetch_factor=2 if workers else None,
         collate_fn=None,
     )
     for item in loader:
@@ -294,8 +300,9 @@ def _memory_batches(images: Tensor, batches: Sequence[Tensor], device: torch.dev
     done: list[torch.cuda.Event | None] = [None, None]
     for k, idx in enumerate(batches):
         slot = k % 2
-        if done[slot] is not None:
-            done[slot].synchronize()  # the copy out of this buffer two steps ago has finished
+        event = done[slot]
+        if event is not None:
+            event.synchronize()  # the copy out of this buffer two steps ago has finished
         buf = buffers[slot][: idx.numel()]
         torch.index_select(images, 0, idx, out=buf)
         x = buf.to(device, non_blocking=True)
@@ -305,7 +312,7 @@ def _memory_batches(images: Tensor, batches: Sequence[Tensor], device: torch.dev
         yield Batch(x)
 
 
-def sample_images(data: "DataConfig", plugins: "Plugins", n: int, seed: int = 0) -> ImageData:
+def sample_images(data: DataConfig, plugins: Plugins, n: int, seed: int = 0) -> ImageData:
     """``n`` seeded images of the data a config names, decoded at the training size (the central
     square when sizes differ) without decoding the rest: what ``export`` verifies on and
     ``show-batch`` draws."""

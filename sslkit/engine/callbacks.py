@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 class RunContext:
     """What a registered callback is built with: the validated config, the run folder and the plugins."""
 
-    config: "RunConfig"
+    config: RunConfig
     out_dir: Path
-    plugins: "Plugins"
+    plugins: Plugins
 
 
 class Callback:

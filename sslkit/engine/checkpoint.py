@@ -10,7 +10,6 @@ normalisation, classes), the ``backbone`` and ``task`` weights, and the ``optimi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import CHECKPOINT, load_checkpoint
 
-Resume = Union[bool, Literal["auto"]]
+Resume = bool | Literal["auto"]
 LOCK = ".lock"
 # Keys a resumed run may change; anything else must match the checkpoint's config.
 RESUMABLE_KEYS = ("epochs", "device", "compile", "sync_batchnorm", "checkpoint", "dist_timeout_minutes")
@@ -36,7 +36,7 @@ class RunLock:
         self.path = out_dir / LOCK
         self.fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         out = self.path.parent
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out '{out}' is a file, not a folder; choose a folder for the run")
@@ -76,9 +76,7 @@ def open_run(out_dir: Path, resume: Resume, map_location: Any) -> dict[str, Any]
     """The checkpoint to continue from, or None for a fresh start (see module doc)."""
     has_checkpoint = (out_dir / CHECKPOINT).exists()
     if has_checkpoint and resume is False:
-        raise CheckpointError(
-            f"'{out_dir}' already holds a run; add --resume to continue it, or choose another --out"
-        )
+        raise CheckpointError(f"'{out_dir}' already holds a run; add --resume to continue it, or choose another --out")
     if not has_checkpoint:
         if resume is True:
             raise CheckpointError(
@@ -125,7 +123,8 @@ def check_resumable(state: dict[str, Any], config: RunConfig, data_fingerprint: 
     if stored is not None and stored != data_fingerprint:
         then = data.get("images")
         what = (
-            f"{then:,} images then, {train_images:,} now" if then is not None and then != train_images
+            f"{then:,} images then, {train_images:,} now"
+            if then is not None and then != train_images
             else "the same number of images with different content"
         )
         raise CheckpointError(

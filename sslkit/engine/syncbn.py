@@ -24,12 +24,14 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         count = total[-1]
         mean = total[:c] / count
         var = (total[c : 2 * c] / count - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises
-        if self.track_running_stats:
+        # The buffers exist exactly when track_running_stats is set (nn.BatchNorm2d's contract).
+        running_mean, running_var, tracked = self.running_mean, self.running_var, self.num_batches_tracked
+        if self.track_running_stats and running_mean is not None and running_var is not None and tracked is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
-                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
-                self.running_var.mul_(1 - m).add_(var * count / (count - 1), alpha=m)
-                self.num_batches_tracked += 1
+                running_mean.mul_(1 - m).add_(mean, alpha=m)
+                running_var.mul_(1 - m).add_(var * count / (count - 1), alpha=m)
+                tracked.add_(1)
         y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
@@ -41,7 +43,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, DistributedBatchNorm2d):
-        new = DistributedBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        new = DistributedBatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         new.load_state_dict(module.state_dict())
         return new.to(device=module.weight.device if module.affine else device)
     for name, child in module.named_children():

@@ -19,10 +19,11 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -119,7 +120,10 @@ def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
     o = config.optim
     if o.name == "sgd":
         return torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+            params,
+            lr=o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov and o.momentum > 0,
             weight_decay=o.weight_decay,
         )
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
@@ -133,10 +137,13 @@ def _autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def load_training_data(config: RunConfig, plugins: Plugins, place: Placement, callbacks: Sequence[Callback] = ()) -> TrainingData:
+def load_training_data(
+    config: RunConfig, plugins: Plugins, place: Placement, callbacks: Sequence[Callback] = ()
+) -> TrainingData:
     """Open the data (rank 0 first: it decodes or packs into the shared cache, the others then
     read that cache instead of all decoding at once), leave out the probes' test split, take
     the subset, hold out the pretext-accuracy split."""
+
     def progress(done: int, total: int) -> None:
         for cb in callbacks:
             cb.on_data_progress(done, total)
@@ -152,7 +159,13 @@ def load_training_data(config: RunConfig, plugins: Plugins, place: Placement, ca
     data = take_subset(data, config.data.subset, config.seed)
     train, heldout = split_holdout(data, config.data.holdout, config.seed)
     return TrainingData(
-        train, heldout, full.description, list(full.classes), len(full), fingerprint(full), full.channels,
+        train,
+        heldout,
+        full.description,
+        list(full.classes),
+        len(full),
+        fingerprint(full),
+        full.channels,
         full.stats(),
     )
 
@@ -167,6 +180,14 @@ def _with_statistics(config: RunConfig, data: TrainingData) -> RunConfig:
     if len(config.data.mean or ()) != data.channels or len(config.data.std or ()) != data.channels:
         raise ConfigError(f"data.mean/std need {data.channels} values, one per image channel")
     return config
+
+
+def _normalization(config: RunConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """data.mean/std, which _with_statistics has filled in before any batch is drawn."""
+    mean, std = config.data.mean, config.data.std
+    if mean is None or std is None:
+        raise RuntimeError("data.mean/std must be filled in (_with_statistics) before training or evaluating")
+    return mean, std
 
 
 def make_crop(config: RunConfig, source: Source) -> Crop:
@@ -187,20 +208,26 @@ def make_crop(config: RunConfig, source: Source) -> Crop:
             f"data.crop=pad_crop needs images of the training size {size}x{size}; "
             "use data.crop=random_resized or center for images of other sizes"
         )
-    return Crop(mode, size, d.crop_padding, tuple(d.crop_scale), tuple(d.crop_ratio), d.flip)
+    return Crop(mode, size, d.crop_padding, d.crop_scale, d.crop_ratio, d.flip)
 
 
 @torch.no_grad()
-def evaluate(model: PretextModel, heldout: Source, crop: Crop, config: RunConfig, device: torch.device, channels_last: bool) -> dict[str, float]:
+def evaluate(
+    model: PretextModel, heldout: Source, crop: Crop, config: RunConfig, device: torch.device, channels_last: bool
+) -> dict[str, float]:
     """Pretext loss and accuracy on held-out images (central crop, no flip, fixed pretext draws)."""
     was_training = model.training
     model.eval()
     generator = _generator(device, config.seed, 7)
     b = config.data.batch_size
     batches = [torch.arange(s, min(s + b, len(heldout))) for s in range(0, len(heldout), b)]
-    loss_sum, correct, count = torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.float64), 0
+    loss_sum, correct, count = (
+        torch.zeros((), device=device, dtype=torch.float64),
+        torch.zeros((), device=device, dtype=torch.float64),
+        0,
+    )
     for batch in iterate_batches(heldout, batches, device, config.data.workers, config.data.decode):
-        x = normalize(crop.center(batch.images, batch.sizes), config.data.mean, config.data.std)
+        x = normalize(crop.center(batch.images, batch.sizes), *_normalization(config))
         inputs, targets = model.task.prepare(x, generator)
         with _autocast(device, config.precision):
             logits = model(_channels_last(inputs, channels_last)).float()
@@ -303,7 +330,8 @@ def _train(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
         )
     if config.compile:
-        step_model = torch.compile(step_model)
+        # An nn.Module compiles to an OptimizedModule (a Module); torch's stub only promises a callable.
+        step_model = cast(nn.Module, torch.compile(step_model))
 
     batch = config.data.batch_size
     local = batch // world
@@ -312,36 +340,52 @@ def _train(
     if place.is_main and state is None:
         write_json(out_dir / "config.json", config.model_dump(mode="json"))  # once, when the run starts
     info = {
-        "device": str(device), "world_size": world, "train_images": n,
-        "heldout_images": 0 if data.heldout is None else len(data.heldout), "steps_per_epoch": steps,
-        "start_epoch": start_epoch, "start_step": start_step, "epochs": config.epochs, "dataset": data.description,
-        "parameters": sum(p.numel() for p in model.backbone.parameters()), "channels_last": channels_last,
-        "precision": config.precision, "out_dir": str(out_dir), "image_size": crop.size, "crop": crop.mode,
+        "device": str(device),
+        "world_size": world,
+        "train_images": n,
+        "heldout_images": 0 if data.heldout is None else len(data.heldout),
+        "steps_per_epoch": steps,
+        "start_epoch": start_epoch,
+        "start_step": start_step,
+        "epochs": config.epochs,
+        "dataset": data.description,
+        "parameters": sum(p.numel() for p in model.backbone.parameters()),
+        "channels_last": channels_last,
+        "precision": config.precision,
+        "out_dir": str(out_dir),
+        "image_size": crop.size,
+        "crop": crop.mode,
         "streaming": not isinstance(train_src, ImageData),
     }
     for cb in callbacks:
         cb.on_start(info)
 
     def checkpoint(epoch_done: int, step: int, partial: list[float]) -> None:
-        save_checkpoint(out_dir / CHECKPOINT, {
-            "config": config.model_dump(mode="json"),
-            "sslkit_version": __version__,
-            "plugins": plugins.versions(),
-            "epoch": epoch_done,
-            "step": step,  # steps done in epoch `epoch_done + 1` (0: at an epoch boundary)
-            "partial": partial,  # that epoch's loss * samples, correct, samples, seconds so far
-            "history": history,
-            "resumes": resumes,
-            "data": {
-                "description": data.description, "shape": [data.channels, crop.size, crop.size],
-                "classes": data.classes, "images": data.images, "fingerprint": data.fingerprint,
+        save_checkpoint(
+            out_dir / CHECKPOINT,
+            {
+                "config": config.model_dump(mode="json"),
+                "sslkit_version": __version__,
+                "plugins": plugins.versions(),
+                "epoch": epoch_done,
+                "step": step,  # steps done in epoch `epoch_done + 1` (0: at an epoch boundary)
+                "partial": partial,  # that epoch's loss * samples, correct, samples, seconds so far
+                "history": history,
+                "resumes": resumes,
+                "data": {
+                    "description": data.description,
+                    "shape": [data.channels, crop.size, crop.size],
+                    "classes": data.classes,
+                    "images": data.images,
+                    "fingerprint": data.fingerprint,
+                },
+                "backbone": model.backbone.state_dict(),
+                "task": model.task.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
             },
-            "backbone": model.backbone.state_dict(),
-            "task": model.task.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-        })
+        )
 
     every_steps, every_seconds = config.checkpoint.every_steps, (config.checkpoint.every_minutes or 0) * 60
     for epoch in range(start_epoch, config.epochs):
@@ -360,12 +404,15 @@ def _train(
             count, seconds_before = int(partial[2]), float(partial[3])
         model.train()
         t0 = last_save = time.perf_counter()
+        norm = _normalization(config)
         batches = iterate_batches(train_src, shares, device, config.data.workers, config.data.decode)
-        for step, x in enumerate(batches, start=first):  # x: uint8 [local, C, H, W] on the device
-            x = crop(x.images, x.sizes, _generator(device, config.seed, epoch, step, 1), batch, rank * local)
-            x = normalize(x, config.data.mean, config.data.std)  # [local, C, S, S] float
+        for step, loaded in enumerate(batches, start=first):  # uint8 [local, C, H, W] on the device
+            x = crop(loaded.images, loaded.sizes, _generator(device, config.seed, epoch, step, 1), batch, rank * local)
+            x = normalize(x, *norm)  # [local, C, S, S] float
             torch.manual_seed(_seed(config.seed, epoch, step, 2, rank))  # module randomness (dropout)
-            inputs, targets = model.task.prepare(x, _generator(device, config.seed, epoch, step, 3, rank))  # e.g. [4b, C, S, S], [4b]
+            inputs, targets = model.task.prepare(
+                x, _generator(device, config.seed, epoch, step, 3, rank)
+            )  # e.g. [4b, C, S, S], [4b]
             with _autocast(device, config.precision):
                 logits = step_model(_channels_last(inputs, channels_last))  # [M, K]
             loss = model.task.loss(logits.float(), targets)
@@ -381,9 +428,20 @@ def _train(
             if callbacks and (step % 5 == 4 or step == steps - 1):
                 elapsed = time.perf_counter() - t0  # .item(): a device sync, only every few steps
                 for cb in callbacks:
-                    cb.on_step(epoch, step + 1, steps, {"loss": loss_sum.item() / count, "acc": correct.item() / count, "images_per_s": (step + 1 - first) * local / elapsed})
+                    cb.on_step(
+                        epoch,
+                        step + 1,
+                        steps,
+                        {
+                            "loss": loss_sum.item() / count,
+                            "acc": correct.item() / count,
+                            "images_per_s": (step + 1 - first) * local / elapsed,
+                        },
+                    )
             now = time.perf_counter()
-            due = (every_steps and (step + 1) % every_steps == 0) or _minutes_due(every_seconds, now - last_save, step, world, device)
+            due = (every_steps and (step + 1) % every_steps == 0) or _minutes_due(
+                every_seconds, now - last_save, step, world, device
+            )
             if due and step + 1 < steps:
                 sums = _global_sums(loss_sum, correct, count, world, device)
                 if place.is_main:
@@ -394,8 +452,13 @@ def _train(
         scheduler.step()
         loss_total, correct_total, count_total = _global_sums(loss_sum, correct, count, world, device)
         record = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": loss_total / count_total, "train_acc": correct_total / count_total,
-            "images_per_s": steps * batch / seconds, "samples_per_s": count_total / seconds, "seconds": seconds,
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_total / count_total,
+            "train_acc": correct_total / count_total,
+            "images_per_s": steps * batch / seconds,
+            "samples_per_s": count_total / seconds,
+            "seconds": seconds,
         }
         if place.is_main:
             if data.heldout is not None:

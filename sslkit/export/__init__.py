@@ -10,6 +10,12 @@ from .safetensors_export import SafetensorsExport, export_safetensors, load_safe
 from .torch_weights import TorchExport, export_torch
 
 __all__ = [
-    "ExportResult", "SafetensorsExport", "TorchExport", "export_encoder", "export_onnx", "export_safetensors",
-    "export_torch", "load_safetensors",
+    "ExportResult",
+    "SafetensorsExport",
+    "TorchExport",
+    "export_encoder",
+    "export_onnx",
+    "export_safetensors",
+    "export_torch",
+    "load_safetensors",
 ]

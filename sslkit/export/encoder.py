@@ -38,16 +38,17 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.layer = backbone.stage(layer).name  # an unknown stage is a one-line error here
         self.pool = pool
-        self.half = half
+        # Not ``self.half``: that would hide nn.Module.half() (encoder.half() would call a bool).
+        self.fp16 = half
 
     def forward(self, images: Tensor) -> Tensor:
-        x = images.half() if self.half else images
+        x = images.half() if self.fp16 else images
         f = self.backbone(x, [self.layer])[self.layer]
         if self.pool == "avg":
             f = F.adaptive_avg_pool2d(f, 1).flatten(1)
         elif self.pool == "flatten":
             f = f.flatten(1)
-        return f.float() if self.half else f
+        return f.float() if self.fp16 else f
 
 
 # A run is loaded in one place, sslkit.run; re-exported here for the export code and its callers.

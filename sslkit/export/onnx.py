@@ -25,9 +25,10 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,8 +82,18 @@ def channel_order(channels: int) -> str:
 
 
 def build_metadata(
-    *, input_shape: Sequence[int], mean: Sequence[float], std: Sequence[float], layer: str, pool: str,
-    out_shape: Sequence[int], dtype: str, task: str, backbone: str, config: dict[str, Any], epoch: int,
+    *,
+    input_shape: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    layer: str,
+    pool: str,
+    out_shape: Sequence[int],
+    dtype: str,
+    task: str,
+    backbone: str,
+    config: dict[str, Any],
+    epoch: int,
 ) -> dict[str, str]:
     """Everything a consumer needs to preprocess and interpret, as ``metadata_props`` strings."""
     c, h, w = input_shape
@@ -132,8 +143,15 @@ def _to_onnx(encoder: Encoder, input_shape: Sequence[int]):
             # result is checked numerically below, which is what the user needs to know.
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                encoder, (example,), None, input_names=[INPUT], output_names=[OUTPUT],
-                opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+                encoder,
+                (example,),
+                None,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
                 dynamic_shapes={"images": {0: Dim("batch", min=1)}},
             )
     except Exception as exc:
@@ -142,6 +160,7 @@ def _to_onnx(encoder: Encoder, input_shape: Sequence[int]):
             f"torch.onnx could not export {type(encoder.backbone).__name__} up to '{encoder.layer}' "
             f"({type(exc).__name__}: {first}); the backbone must be traceable by torch.export"
         ) from exc
+    assert program is not None  # dynamo=True always returns a program (None is the TorchScript path's)
     return program.model_proto
 
 
@@ -151,8 +170,9 @@ def _write(model, tmp: Path, final: Path) -> None:
     if model.ByteSize() < TWO_GB:
         onnx.save_model(model, str(tmp))
     else:  # weights go next to the final name; the graph file is renamed into place later
-        onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=final.name + ".data")
+        onnx.save_model(
+            model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=final.name + ".data"
+        )
 
 
 def _session(path: Path):
@@ -184,7 +204,9 @@ def verify(
     return checks
 
 
-def _real_images(run: Run, plugins: Plugins, images: Sequence[str | Path] | None, n: int) -> tuple[str, torch.Tensor] | None:
+def _real_images(
+    run: Run, plugins: Plugins, images: Sequence[str | Path] | None, n: int
+) -> tuple[str, torch.Tensor] | None:
     """A normalised batch of real images: the given files, else a seeded sample of the run's data."""
     from ..data.augment import normalize
 
@@ -245,8 +267,17 @@ def export_encoder(
     shape = output_shape(reference, input_shape)
     name = (config or {}).get("backbone", {}).get("name") or type(backbone).__name__
     meta = build_metadata(
-        input_shape=input_shape, mean=mean, std=std, layer=reference.layer, pool=pool, out_shape=shape,
-        dtype=dtype, task=task, backbone=name, config=config or {}, epoch=epoch,
+        input_shape=input_shape,
+        mean=mean,
+        std=std,
+        layer=reference.layer,
+        pool=pool,
+        out_shape=shape,
+        dtype=dtype,
+        task=task,
+        backbone=name,
+        config=config or {},
+        epoch=epoch,
     )
     model = _to_onnx(exported, input_shape)
     onnx.helper.set_model_props(model, meta)
@@ -271,7 +302,8 @@ def export_encoder(
         if bad:
             c = bad[0]
             raise ExportError(
-                f"verification failed: onnxruntime differs from PyTorch by {c.rel:.2e} relative (max abs {c.max_abs:.2e}) "
+                f"verification failed: onnxruntime differs from PyTorch by {c.rel:.2e} relative (max abs "
+                f"{c.max_abs:.2e}) "
                 f"on {c.inputs}, above the {dtype} tolerance {tolerance:.0e}; nothing was written to {out}"
             )
         size = tmp.stat().st_size + (data_file.stat().st_size if data_file.exists() else 0)
@@ -284,13 +316,21 @@ def export_encoder(
         if tmp.exists():
             tmp.unlink()
     return ExportResult(
-        path=out, layer=reference.layer, pool=pool, dtype=dtype, output_shape=shape, tolerance=tolerance,
-        checks=checks, bytes=size, seconds=time.perf_counter() - t0, metadata=meta,
+        path=out,
+        layer=reference.layer,
+        pool=pool,
+        dtype=dtype,
+        output_shape=shape,
+        tolerance=tolerance,
+        checks=checks,
+        bytes=size,
+        seconds=time.perf_counter() - t0,
+        metadata=meta,
     )
 
 
 def export_onnx(
-    run: "str | Path | Run",
+    run: str | Path | Run,
     out: str | Path,
     *,
     layer: str | None = None,
@@ -309,6 +349,17 @@ def export_onnx(
     r.backbone.stage(layer)  # fail on a typo before loading any data
     real = _real_images(r, plugins, images, VERIFY_IMAGES)
     return export_encoder(
-        r.backbone, out, layer=layer, input_shape=r.input_shape, mean=r.mean, std=r.std, pool=pool,
-        fp16=fp16, real=real, task=r.task, config=r.config, epoch=r.epoch, tolerance=tolerance,
+        r.backbone,
+        out,
+        layer=layer,
+        input_shape=r.input_shape,
+        mean=r.mean,
+        std=r.std,
+        pool=pool,
+        fp16=fp16,
+        real=real,
+        task=r.task,
+        config=r.config,
+        epoch=r.epoch,
+        tolerance=tolerance,
     )

@@ -47,7 +47,7 @@ class SafetensorsExport:
 
 
 def export_safetensors(
-    run: "str | Path | Run", out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
+    run: str | Path | Run, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
 ) -> SafetensorsExport:
     """Write the run's backbone weights and its description to ``out`` (atomically)."""
     from safetensors.torch import save_file
@@ -58,7 +58,9 @@ def export_safetensors(
     if torchvision:
         convert = getattr(r.backbone, "torchvision_state_dict", None)
         if convert is None:
-            raise ExportError(f"backbone '{name}' has no torchvision equivalent; drop --torchvision to export sslkit's own keys")
+            raise ExportError(
+                f"backbone '{name}' has no torchvision equivalent; drop --torchvision to export sslkit's own keys"
+            )
         state = convert()
     else:
         state = r.backbone.state_dict()
@@ -89,7 +91,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (OSError, SafetensorError) as exc:
-        raise ExportError(f"cannot read '{path}' as safetensors ({exc}); give a file written by 'sslkit export --format safetensors'") from None
+        raise ExportError(
+            f"cannot read '{path}' as safetensors ({exc}); give a file written by 'sslkit export --format safetensors'"
+        ) from None
     if meta.get("format") != FORMAT:
         raise ExportError(f"'{path}' is not an sslkit safetensors export (no '{FORMAT}' metadata)")
     return meta
@@ -103,7 +107,9 @@ def load_safetensors(path: str | Path, plugins: Plugins | None = None) -> Backbo
 
     meta = read_metadata(path)
     if meta["keys"] != "sslkit":
-        raise ExportError(f"'{path}' has torchvision key names: load it into the torchvision model (see 'sslkit export --help')")
+        raise ExportError(
+            f"'{path}' has torchvision key names: load it into the torchvision model (see 'sslkit export --help')"
+        )
     backbone = build_backbone(json.loads(meta["backbone"]), plugins or load_plugins())
     backbone.load_state_dict(load_file(str(path)), strict=True)
     return backbone.eval()

@@ -34,11 +34,14 @@ class TorchExport:
             stem = ""
             if self.options.get("small_stem", True):  # sslkit's default CIFAR stem (see backbones/resnet.py)
                 c = self.options.get("in_channels", 3)
-                stem = (f"model.conv1 = torch.nn.Conv2d({c}, 64, 3, stride=1, padding=1, bias=False)\n"
-                        "model.maxpool = torch.nn.Identity()\n")
+                stem = (
+                    f"model.conv1 = torch.nn.Conv2d({c}, 64, 3, stride=1, padding=1, bias=False)\n"
+                    "model.maxpool = torch.nn.Identity()\n"
+                )
             return (
                 f"import torch, torchvision\nmodel = torchvision.models.{self.backbone}()\n{stem}"
-                f"model.load_state_dict(torch.load({str(self.path)!r}, weights_only=True), strict=False)  # missing: fc only"
+                f"model.load_state_dict(torch.load({str(self.path)!r}, weights_only=True), strict=False)  # "
+                "missing: fc only"
             )
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return (
@@ -48,7 +51,9 @@ class TorchExport:
         )
 
 
-def export_torch(run: "str | Path | Run", out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None) -> TorchExport:
+def export_torch(
+    run: str | Path | Run, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
+) -> TorchExport:
     """Write the run's backbone ``state_dict`` (float tensors as trained) to ``out``, atomically."""
     r = load_run(run, plugins)
     name = r.config["backbone"]["name"]
@@ -56,7 +61,9 @@ def export_torch(run: "str | Path | Run", out: str | Path, *, torchvision: bool 
     if torchvision:
         convert = getattr(r.backbone, "torchvision_state_dict", None)
         if convert is None:
-            raise ExportError(f"backbone '{name}' has no torchvision equivalent; drop --torchvision to export sslkit's own keys")
+            raise ExportError(
+                f"backbone '{name}' has no torchvision equivalent; drop --torchvision to export sslkit's own keys"
+            )
         state = convert()
     else:
         state = r.backbone.state_dict()
@@ -65,4 +72,3 @@ def export_torch(run: "str | Path | Run", out: str | Path, *, torchvision: bool 
     out = Path(out)
     atomic_write(out, lambda tmp: torch.save(state, tmp))
     return TorchExport(out, name, options, len(state), torchvision)
-

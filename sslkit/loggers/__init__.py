@@ -10,7 +10,8 @@ backend shows pictures, the ``show-batch`` picture and the training curves.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..engine.callbacks import Callback, RunContext
 from ..errors import PluginError

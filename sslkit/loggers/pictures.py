@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ..plugins import Plugins
 
 
-def batch_picture(config: "RunConfig", plugins: "Plugins", images: int = 4, seed: int = 0) -> "Image.Image":
+def batch_picture(config: RunConfig, plugins: Plugins, images: int = 4, seed: int = 0) -> Image.Image:
     """A labelled grid of a few training images after crop + flip, normalisation and the task's
     transform: the same steps as the training loop and ``sslkit show-batch``."""
     import torch
@@ -34,7 +34,7 @@ def batch_picture(config: "RunConfig", plugins: "Plugins", images: int = 4, seed
     return render_preview(items, columns)
 
 
-def curves_picture(history: list[dict[str, Any]]) -> "Image.Image":
+def curves_picture(history: list[dict[str, Any]]) -> Image.Image:
     from ..viz.pictures import curves_figure
 
     return curves_figure(history)

@@ -36,7 +36,8 @@ class TensorBoardLogger(StepCounter):
         params = flat_config(self.context.config.model_dump(mode="json"))
         metrics = {"epoch/heldout_acc": 0.0, "epoch/train_loss": 0.0}
         for summary in hparams(params, metrics):  # the HParams tab, in this run's own event file
-            self.writer.file_writer.add_summary(summary)
+            # SummaryWriter's own add_* methods reach the file writer this way (file_writer is typed None).
+            self.writer._get_file_writer().add_summary(summary)
         try:
             picture = batch_picture(self.context.config, self.context.plugins)
             self.writer.add_image("show-batch", np.asarray(picture), 0, dataformats="HWC")

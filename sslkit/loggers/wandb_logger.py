@@ -32,8 +32,11 @@ class WandbLogger(StepCounter):
         out = Path(self.context.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.run = self.wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "sslkit"), name=out.name, dir=str(out),
-            config=self.context.config.model_dump(mode="json"), reinit="create_new",
+            project=os.environ.get("WANDB_PROJECT", "sslkit"),
+            name=out.name,
+            dir=str(out),
+            config=self.context.config.model_dump(mode="json"),
+            reinit="create_new",
         )
         try:
             picture = batch_picture(self.context.config, self.context.plugins)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,9 @@ def load_trunk(
         torch.manual_seed(seed)
         model, what = build_backbone(spec, plugins), f"random init: {spec['name']} (seed {seed})"
     data_cfg = (run_config or {}).get("data", {})
-    return Trunk(model, _tuple(data_cfg.get("mean")), _tuple(data_cfg.get("std")), what, run_config, data_cfg.get("image_size"))
+    return Trunk(
+        model, _tuple(data_cfg.get("mean")), _tuple(data_cfg.get("std")), what, run_config, data_cfg.get("image_size")
+    )
 
 
 def _tuple(v: Any) -> tuple[float, ...] | None:
@@ -120,8 +123,12 @@ def load_splits(
         except SSLKitError as exc:  # a dataset without a test split: carve one below
             log.info("%s has no test split (%s); carving one", data, exc)
     return make_splits(
-        train, test, val_fraction=settings.val_fraction, test_fraction=settings.test_fraction,
-        labels_per_class=settings.labels_per_class, seed=settings.seed,
+        train,
+        test,
+        val_fraction=settings.val_fraction,
+        test_fraction=settings.test_fraction,
+        labels_per_class=settings.labels_per_class,
+        seed=settings.seed,
     )
 
 
@@ -158,7 +165,7 @@ def scores(pred: Tensor, labels: Tensor, classes: Sequence[str]) -> dict[str, An
     per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
     return {
         "acc": float((pred == labels).double().mean()),
-        "per_class": {c: float(a) for c, a in zip(classes, per_class.tolist())},
+        "per_class": {c: float(a) for c, a in zip(classes, per_class.tolist(), strict=True)},
         "confusion": confusion.tolist(),
     }
 
@@ -179,12 +186,19 @@ def train_probe(
     probe's schedule. Returns (history, the epoch whose weights ``probe`` now holds)."""
     cfg = probe.config
     if hasattr(probe, "fit"):  # non-parametric (kNN): remember the training features
-        probe.fit(source.batch(torch.arange(len(source)), None, train=False), labels.to(device))
+        # Probe does not declare fit() (only non-parametric probes have it), hence the cast.
+        cast(Any, probe).fit(source.batch(torch.arange(len(source)), None, train=False), labels.to(device))
         return [], 0
     groups = [{"params": list(probe.parameters()), "lr": cfg.lr}]
     if settings.finetune and trunk is not None:
         groups.append({"params": list(trunk.parameters()), "lr": cfg.lr * cfg.finetune_lr_scale})
-    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(
+        groups,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), cfg.gamma)
     n = len(source)
     size = settings.epoch_size or n
@@ -216,7 +230,12 @@ def train_probe(
             opt.step()
             loss_sum += loss.detach().double() * batch
             correct += (logits.detach().argmax(1) == y).sum()
-        record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": float(loss_sum) / (steps * batch), "train_acc": int(correct) / (steps * batch)}
+        record = {
+            "epoch": epoch + 1,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": float(loss_sum) / (steps * batch),
+            "train_acc": int(correct) / (steps * batch),
+        }
         sched.step()
         if val is not None:
             record["val_acc"] = accuracy(predict(probe, val[0], settings.eval_batch_size, val[1].device), val[1])
@@ -273,31 +292,59 @@ def run_probes(
     results: dict[str, Any] = {}
     for group in groups:
         if cached:
-            feats = {k: extract(backbone, d.images, group, mean, std, device, settings.eval_batch_size) for k, d in sets.items()}
+            feats = {
+                k: extract(backbone, d.images, group, mean, std, device, settings.eval_batch_size)
+                for k, d in sets.items()
+            }
         for layer in group:
             trunk_state = copy.deepcopy(backbone.state_dict()) if settings.finetune else None
+            src: dict[str, CachedFeatures | LiveFeatures]
             if cached:
                 src = {k: CachedFeatures(v[layer]) for k, v in feats.items()}
             else:
-                src = {k: LiveFeatures(backbone, d.images, layer, mean, std, device, augment=settings.augment, finetune=settings.finetune) for k, d in sets.items()}
+                src = {
+                    k: LiveFeatures(
+                        backbone,
+                        d.images,
+                        layer,
+                        mean,
+                        std,
+                        device,
+                        augment=settings.augment,
+                        finetune=settings.finetune,
+                    )
+                    for k, d in sets.items()
+                }
             torch.manual_seed(settings.seed)
             probe = probe_cls(probe_cfg, src["train"].shape, len(classes)).to(device)
             val = (src["val"], splits.val.labels.to(device)) if splits.val is not None else None  # type: ignore[union-attr]
             history, used_epoch = train_probe(
-                probe, src["train"], splits.train.labels, settings, device,
-                val=val, trunk=backbone if settings.finetune else None, on_epoch=on_epoch, layer=layer,
+                probe,
+                src["train"],
+                splits.train.labels,
+                settings,
+                device,
+                val=val,
+                trunk=backbone if settings.finetune else None,
+                on_epoch=on_epoch,
+                layer=layer,
             )
             res: dict[str, Any] = {
                 "feature_shape": list(src["train"].shape),
                 "probe_parameters": sum(p.numel() for p in probe.parameters()),
-                "history": history, "reported_epoch": used_epoch,
+                "history": history,
+                "reported_epoch": used_epoch,
             }
             if val is not None:
                 res["val"] = scores(predict(probe, val[0], settings.eval_batch_size, val[1].device), val[1], classes)
                 if history:
                     best = max(history, key=lambda r: r["val_acc"])
                     res["best_val_epoch"], res["best_val_acc"] = best["epoch"], best["val_acc"]
-            test = scores(predict(probe, src["test"], settings.eval_batch_size, splits.test.labels.device), splits.test.labels, classes)
+            test = scores(
+                predict(probe, src["test"], settings.eval_batch_size, splits.test.labels.device),
+                splits.test.labels,
+                classes,
+            )
             res.update(test_acc=test["acc"], per_class=test["per_class"], confusion=test["confusion"])
             results[layer] = res
             del src, probe
@@ -314,18 +361,23 @@ def run_probes(
         "probe": settings.probe,
         "probe_config": probe_cfg.model_dump(mode="json"),
         "settings": settings.model_dump(mode="json"),
-        "features": "cached (one trunk pass, no augmentation)" if cached else
-        ("live: crop + flip per batch" if settings.augment else "live, no augmentation") + (", trunk fine-tuned" if settings.finetune else ", trunk frozen (eval mode)"),
+        "features": "cached (one trunk pass, no augmentation)"
+        if cached
+        else ("live: crop + flip per batch" if settings.augment else "live, no augmentation")
+        + (", trunk fine-tuned" if settings.finetune else ", trunk frozen (eval mode)"),
         "data": {
-            "classes": classes, "train_images": len(splits.train),
+            "classes": classes,
+            "train_images": len(splits.train),
             "val_images": len(splits.val) if splits.val is not None else 0,
-            "test_images": len(splits.test), **splits.notes,
+            "test_images": len(splits.test),
+            **splits.notes,
         },
         "selection": (
             "test accuracy of the last epoch; the test split is never used for selection; "
             f"best_layer = highest accuracy on the validation split ({splits.notes.get('validation')})"
-            if settings.select == "last" else
-            f"weights of the epoch with the best accuracy on the validation split ({splits.notes.get('validation')}); the test split is never used for selection"
+            if settings.select == "last"
+            else "weights of the epoch with the best accuracy on the validation split "
+            f"({splits.notes.get('validation')}); the test split is never used for selection"
         ),
         "layers": results,
         "best_layer": best_layer,

@@ -10,7 +10,7 @@ augmented batch; fine-tuning always takes this path).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -111,6 +111,8 @@ class LiveFeatures:
             x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
         if train and self.augment:
+            if generator is None:  # seeded randomness only: the training loop passes its generator
+                raise ValueError("augmented training batches need a torch.Generator")
             x = random_crop_flip(x, self.crop_padding, self.flip, generator)
         x = normalize(x, self.mean, self.std)
         # The trunk is in train mode only while fine-tuning (BN statistics then adapt too).

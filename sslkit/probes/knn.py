@@ -49,7 +49,7 @@ class KNNProbe(Probe):
         self.bank = self.embed(features)
         self.bank_labels = labels.to(self.bank.device, torch.int64)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The bank's size is only known once fitted: take the saved shape instead of failing.
         for name in ("bank", "bank_labels"):
             saved = state_dict.get(prefix + name)

@@ -1,8 +1,9 @@
 """The labelled splits a probe sees: train, validation (for selection) and test (never selected on).
 
 Gidaris et al. (ICLR 2018) report the best epoch measured on the CIFAR-10 test set (their
-official code, github.com/gidariss/FeatureLearningRotNet); here the test split is only ever evaluated once, after training, and a seeded validation
-split carved from the training images is what selection may use.
+official code, github.com/gidariss/FeatureLearningRotNet); here the test split is only ever
+evaluated once, after training, and a seeded validation split carved from the training images
+is what selection may use.
 """
 
 from __future__ import annotations
@@ -51,16 +52,22 @@ def make_splits(
         train, test = carve_test(train, test_fraction, seed)
         if test is None:
             raise DataError("no test data: pass --test-data PATH or a test fraction > 0")
-        notes["test"] = f"carved from the training data: a seeded {test_fraction:.0%} ({len(test)} images, seed {seed + 1000})"
+        notes["test"] = (
+            f"carved from the training data: a seeded {test_fraction:.0%} ({len(test)} images, seed {seed + 1000})"
+        )
     else:
         notes["test"] = f"{test.description} ({len(test)} images)"
     if test.labels is None:
         raise DataError(f"{test.description} has no labels; the test data needs class sub-folders")
     if list(test.classes) != list(train.classes):
-        raise DataError(f"{test.description} has classes {test.classes}, the training data {train.classes}; use matching folders")
+        raise DataError(
+            f"{test.description} has classes {test.classes}, the training data {train.classes}; use matching folders"
+        )
     train, val = split_holdout(train, val_fraction, seed + 2000)
     if val is not None:
-        notes["validation"] = f"carved from the training data: a seeded {val_fraction:.0%} ({len(val)} images, seed {seed + 2000})"
+        notes["validation"] = (
+            f"carved from the training data: a seeded {val_fraction:.0%} ({len(val)} images, seed {seed + 2000})"
+        )
     else:
         notes["validation"] = "none (val_fraction 0)"
     if labels_per_class is not None:

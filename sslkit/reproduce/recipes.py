@@ -20,9 +20,15 @@ from typing import Any
 
 # RotNet, 4-block NIN (Tables 1 and 3).
 ROTNET_PAPER: dict[str, float] = {
-    "mlp/block1": 85.07, "mlp/block2": 89.06, "mlp/block3": 86.21, "mlp/block4": 61.73,
-    "conv/block2": 91.16, "random/conv/block2": 72.50, "supervised/block3": 92.80,
-    "mlp-finetune/block2": 91.73, "conv-finetune/block2": 92.17,
+    "mlp/block1": 85.07,
+    "mlp/block2": 89.06,
+    "mlp/block3": 86.21,
+    "mlp/block4": 61.73,
+    "conv/block2": 91.16,
+    "random/conv/block2": 72.50,
+    "supervised/block3": 92.80,
+    "mlp-finetune/block2": 91.73,
+    "conv-finetune/block2": 92.17,
 }
 
 MLP_SCHEDULE = {"epochs": 100, "milestones": [20, 40, 45]}
@@ -60,28 +66,55 @@ class Recipe:
     default_data: str = "cifar10"
 
 
-def _rotnet_jobs(mlp: dict[str, Any], conv: dict[str, Any], sup: dict[str, Any], *, augment: bool, finetune: bool, blocks: int) -> tuple[ProbeJob, ...]:
+def _rotnet_jobs(
+    mlp: dict[str, Any], conv: dict[str, Any], sup: dict[str, Any], *, augment: bool, finetune: bool, blocks: int
+) -> tuple[ProbeJob, ...]:
     # Table 1 is one job over every block: with cached features the trunk runs once for all.
     jobs = [
-        ProbeJob("mlp", "non-linear probe (Table 1)", "pretext", "mlp", tuple(f"block{i}" for i in range(1, blocks + 1)), mlp, augment=augment),
+        ProbeJob(
+            "mlp",
+            "non-linear probe (Table 1)",
+            "pretext",
+            "mlp",
+            tuple(f"block{i}" for i in range(1, blocks + 1)),
+            mlp,
+            augment=augment,
+        ),
         ProbeJob("conv", "conv probe (Table 3)", "pretext", "conv", ("block2",), conv, augment=augment),
         ProbeJob("random/mlp", "random init + non-linear", "random", "mlp", ("block2",), mlp, augment=augment),
         ProbeJob("random/conv", "random init + conv (Table 3)", "random", "conv", ("block2",), conv, augment=augment),
-        ProbeJob("supervised", "supervised NIN, 3 blocks, end to end (Table 3)", "supervised", "linear", ("block3",), {**sup, "finetune_lr_scale": 1.0}, finetune=True, augment=True),
+        ProbeJob(
+            "supervised",
+            "supervised NIN, 3 blocks, end to end (Table 3)",
+            "supervised",
+            "linear",
+            ("block3",),
+            {**sup, "finetune_lr_scale": 1.0},
+            finetune=True,
+            augment=True,
+        ),
     ]
     if finetune:
         jobs += [
-            ProbeJob("mlp-finetune", "non-linear, fine-tuned (Table 3)", "pretext", "mlp", ("block2",), mlp, finetune=True),
-            ProbeJob("conv-finetune", "conv, fine-tuned (Table 3)", "pretext", "conv", ("block2",), conv, finetune=True),
+            ProbeJob(
+                "mlp-finetune", "non-linear, fine-tuned (Table 3)", "pretext", "mlp", ("block2",), mlp, finetune=True
+            ),
+            ProbeJob(
+                "conv-finetune", "conv, fine-tuned (Table 3)", "pretext", "conv", ("block2",), conv, finetune=True
+            ),
         ]
     return tuple(jobs)
 
 
 def _recipes(name: str, task: str, paper: dict[str, float], source: str) -> dict[str, Recipe]:
     full = dict(
-        name=name, task=task, backbone={"name": "nin", "blocks": 4}, supervised_backbone={"name": "nin", "blocks": 3},
+        name=name,
+        task=task,
+        backbone={"name": "nin", "blocks": 4},
+        supervised_backbone={"name": "nin", "blocks": 3},
         jobs=_rotnet_jobs(MLP_SCHEDULE, CONV_SCHEDULE, SUPERVISED_SCHEDULE, augment=True, finetune=True, blocks=4),
-        paper=paper, source=source,
+        paper=paper,
+        source=source,
     )
     quick_mlp = {"epochs": 10, "milestones": [5, 8, 9]}
     quick_conv = {"epochs": 8, "milestones": [4, 6, 7]}
@@ -90,15 +123,23 @@ def _recipes(name: str, task: str, paper: dict[str, float], source: str) -> dict
         "paper": Recipe(preset="paper", task_preset="paper", pretext={}, **full),  # type: ignore[arg-type]
         "repo": Recipe(preset="repo", task_preset="repo", pretext={}, **full),  # type: ignore[arg-type]
         "quick": Recipe(
-            name=name, task=task, preset="quick", task_preset=None,
+            name=name,
+            task=task,
+            preset="quick",
+            task_preset=None,
             backbone={"name": "nin", "blocks": 4, "width": 0.25},
             supervised_backbone={"name": "nin", "blocks": 3, "width": 0.25},
             # SGD steps are what rotation prediction needs first: 3 epochs of 4,000 images at
             # batch 128 (87 steps) or of 6,000 at batch 64 (267 steps) reached 57-60% rotation
             # accuracy and features no better than random ones; this is ~740 steps.
-            pretext={"epochs": 5, "data": {"subset": 10000, "holdout": 0.05, "batch_size": 64}, "schedule": {"milestones": [4], "gamma": 0.2}},
+            pretext={
+                "epochs": 5,
+                "data": {"subset": 10000, "holdout": 0.05, "batch_size": 64},
+                "schedule": {"milestones": [4], "gamma": 0.2},
+            },
             jobs=_rotnet_jobs(quick_mlp, quick_conv, quick_sup, augment=False, finetune=False, blocks=4),
-            paper=paper, source=source,
+            paper=paper,
+            source=source,
             # The supervised baseline trains end to end on the same number of labelled images as
             # the probes, so it stays a fair reference; epoch_size keeps its CPU cost bounded.
             probe_settings={"supervised_epoch_size": 6000},
@@ -107,6 +148,10 @@ def _recipes(name: str, task: str, paper: dict[str, float], source: str) -> dict
 
 
 RECIPES: dict[str, dict[str, Recipe]] = {
-    "rotnet-cifar10": _recipes("rotnet-cifar10", "rotation", ROTNET_PAPER, "Gidaris et al., ICLR 2018, Tables 1 and 3 (4-block NIN)"),
-    "context-cifar10": _recipes("context-cifar10", "context", {}, "Doersch et al., ICCV 2015: no published CIFAR-10 numbers"),
+    "rotnet-cifar10": _recipes(
+        "rotnet-cifar10", "rotation", ROTNET_PAPER, "Gidaris et al., ICLR 2018, Tables 1 and 3 (4-block NIN)"
+    ),
+    "context-cifar10": _recipes(
+        "context-cifar10", "context", {}, "Doersch et al., ICCV 2015: no published CIFAR-10 numbers"
+    ),
 }

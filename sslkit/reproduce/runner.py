@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -35,10 +36,14 @@ SMOKE_PROBE = {"epochs": 1}
 
 def get_recipe(name: str, preset: str, plugins: Plugins) -> Recipe:
     if name not in RECIPES:
-        raise UnknownNameError(f"unknown reproduction '{name}'{suggest(name, list(RECIPES))}; choose one of: {', '.join(RECIPES)}")
+        raise UnknownNameError(
+            f"unknown reproduction '{name}'{suggest(name, list(RECIPES))}; choose one of: {', '.join(RECIPES)}"
+        )
     presets = RECIPES[name]
     if preset not in presets:
-        raise ConfigError(f"unknown preset '{preset}'{suggest(preset, list(presets))} for {name}; presets: {', '.join(presets)}")
+        raise ConfigError(
+            f"unknown preset '{preset}'{suggest(preset, list(presets))} for {name}; presets: {', '.join(presets)}"
+        )
     recipe = presets[preset]
     if recipe.task not in plugins.tasks:
         raise ConfigError(
@@ -49,14 +54,24 @@ def get_recipe(name: str, preset: str, plugins: Plugins) -> Recipe:
 
 
 def _pretext(
-    recipe: Recipe, data: str, out: Path, plugins: Plugins, device: str, smoke: bool, callbacks: list[Callback],
-    seed: int, exclude_test: float,
+    recipe: Recipe,
+    data: str,
+    out: Path,
+    plugins: Plugins,
+    device: str,
+    smoke: bool,
+    callbacks: list[Callback],
+    seed: int,
+    exclude_test: float,
 ) -> tuple[Path, dict[str, Any]]:
     run_dir = out / "pretext"
     task_cls = plugins.tasks.get(recipe.task)
     preset = recipe.task_preset if recipe.task_preset in task_cls.presets else task_cls.default_preset
     flags: dict[str, Any] = {
-        "backbone": recipe.backbone, "data": {"name": data, "exclude_test": exclude_test}, "device": device, "seed": seed,
+        "backbone": recipe.backbone,
+        "data": {"name": data, "exclude_test": exclude_test},
+        "device": device,
+        "seed": seed,
     }
     flags = deep_merge(deep_merge(recipe.pretext, SMOKE_PRETEXT) if smoke else recipe.pretext, flags)
     if smoke:
@@ -94,7 +109,9 @@ def reproduce(
     data = data or ("sample" if smoke else recipe.default_data)
     t0 = time.perf_counter()
     say(f"pretext: {recipe.task} on {data}")
-    base = ProbeSettings(device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None)
+    base = ProbeSettings(
+        device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None
+    )
     # A folder has no test split: the probes carve one, and pretraining must not see it.
     exclude = base.test_fraction if test_data is None and data not in plugins.datasets else 0.0
     run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed, exclude)
@@ -119,39 +136,75 @@ def reproduce(
         for layer in job.layers:
             r = report["layers"][layer]
             key = f"{job.key}/{layer}"
-            rows.append({
-                "row": key, "label": f"{job.label}, {layer}", "ours": round(100 * r["test_acc"], 2),
-                "val": round(100 * r["val"]["acc"], 2) if "val" in r else None,
-                "paper": recipe.paper.get(key), "seconds": round(report.get("seconds", 0.0), 1),
-                "features": report["features"], "mode": _mode(job),
-            })
+            rows.append(
+                {
+                    "row": key,
+                    "label": f"{job.label}, {layer}",
+                    "ours": round(100 * r["test_acc"], 2),
+                    "val": round(100 * r["val"]["acc"], 2) if "val" in r else None,
+                    "paper": recipe.paper.get(key),
+                    "seconds": round(report.get("seconds", 0.0), 1),
+                    "features": report["features"],
+                    "mode": _mode(job),
+                }
+            )
     table = {
-        "reproduction": name, "preset": preset, "task": recipe.task, "data": data, "smoke": smoke,
-        "source": recipe.source, "pretext_run": str(run_dir), "pretext_epochs": pretext["epochs"],
+        "reproduction": name,
+        "preset": preset,
+        "task": recipe.task,
+        "data": data,
+        "smoke": smoke,
+        "source": recipe.source,
+        "pretext_run": str(run_dir),
+        "pretext_epochs": pretext["epochs"],
         "pretext_heldout_acc": (pretext["history"][-1].get("heldout_acc") if pretext["history"] else None),
-        "pretext_seconds": round(pretext_s, 1), "total_seconds": round(time.perf_counter() - t0, 1),
-        "test": splits.notes["test"], "validation": splits.notes["validation"],
+        "pretext_seconds": round(pretext_s, 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "test": splits.notes["test"],
+        "validation": splits.notes["validation"],
         "selection": "last epoch; the test split is never used for selection",
-        "rows": rows, "findings": findings(rows),
+        "rows": rows,
+        "findings": findings(rows),
     }
     write_json(out / "reproduce.json", table)
     atomic_write(out / "reproduce.md", lambda tmp: tmp.write_text(to_markdown(table)))
     return table
 
 
-def _run_job(job: ProbeJob, recipe: Recipe, run_dir: Path, splits, plugins: Plugins, base: ProbeSettings, smoke: bool) -> dict[str, Any]:
+def _run_job(
+    job: ProbeJob, recipe: Recipe, run_dir: Path, splits, plugins: Plugins, base: ProbeSettings, smoke: bool
+) -> dict[str, Any]:
     options = {**job.options, **(SMOKE_PROBE if smoke else {})}
     extra: dict[str, Any] = {}
     if job.trunk == "supervised":
-        trunk = load_trunk(None, plugins, backbone=recipe.supervised_backbone["name"], backbone_options={
-            **{k: v for k, v in recipe.supervised_backbone.items() if k != "name"}, **({"width": 0.1} if smoke else {})}, seed=base.seed)
+        trunk = load_trunk(
+            None,
+            plugins,
+            backbone=recipe.supervised_backbone["name"],
+            backbone_options={
+                **{k: v for k, v in recipe.supervised_backbone.items() if k != "name"},
+                **({"width": 0.1} if smoke else {}),
+            },
+            seed=base.seed,
+        )
         if "supervised_epoch_size" in recipe.probe_settings:
             extra["epoch_size"] = recipe.probe_settings["supervised_epoch_size"]
     else:
         trunk = load_trunk(run_dir, plugins, random_init=job.trunk == "random", seed=base.seed)
         if job.trunk == "random":  # the run's normalisation, a fresh trunk
-            trunk.description = f"random init of the pretext run's {trunk.run_config['backbone']['name']} (seed {base.seed})"  # type: ignore[index]
-    settings = base.model_copy(update={"probe": job.probe, "options": options, "layers": job.layers, "finetune": job.finetune, "augment": job.augment, **extra})
+            trunk.description = (
+                f"random init of the pretext run's {trunk.run_config['backbone']['name']} (seed {base.seed})"  # type: ignore[index]
+            )
+    settings = base.model_copy(
+        update={
+            "probe": job.probe,
+            "options": options,
+            "layers": job.layers,
+            "finetune": job.finetune,
+            "augment": job.augment,
+            **extra,
+        }
+    )
     return run_probes(trunk, splits, plugins, settings)
 
 
@@ -167,22 +220,38 @@ def findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for probe in ("mlp", "conv"):
         a, b = ours.get(f"{probe}/block2"), ours.get(f"random/{probe}/block2")
         if a is not None and b is not None:
-            checks.append({"claim": f"pretext features beat random-init features ({probe} probe, block2)", "holds": a > b, "margin": round(a - b, 2)})
+            checks.append(
+                {
+                    "claim": f"pretext features beat random-init features ({probe} probe, block2)",
+                    "holds": a > b,
+                    "margin": round(a - b, 2),
+                }
+            )
     blocks = sorted((k for k in ours if k.startswith("mlp/block")), key=lambda k: int(k.rsplit("block", 1)[1]))
     if len(blocks) >= 3:
         last = blocks[-1]
-        checks.append({"claim": f"block2 beats the last block ({last.split('/')[1]}) on the non-linear probe", "holds": ours["mlp/block2"] > ours[last], "margin": round(ours["mlp/block2"] - ours[last], 2)})
+        checks.append(
+            {
+                "claim": f"block2 beats the last block ({last.split('/')[1]}) on the non-linear probe",
+                "holds": ours["mlp/block2"] > ours[last],
+                "margin": round(ours["mlp/block2"] - ours[last], 2),
+            }
+        )
     return checks
 
 
 def to_markdown(table: dict[str, Any]) -> str:
     lines = [
-        f"# {table['reproduction']} ({table['preset']} preset)", "",
+        f"# {table['reproduction']} ({table['preset']} preset)",
+        "",
         f"Pretext: `{table['task']}` on {table['data']}, {table['pretext_epochs']} epochs, held-out pretext accuracy "
         + (f"{100 * table['pretext_heldout_acc']:.1f}%" if table["pretext_heldout_acc"] is not None else "n/a")
-        + f" ({table['pretext_seconds']:.0f} s). Total {table['total_seconds']:.0f} s.", "",
-        f"Test: {table['test']}. Validation: {table['validation']}. Reported: {table['selection']}.", "",
-        "| row | ours (test %) | val % | paper % | probe input | s |", "|---|---:|---:|---:|---|---:|",
+        + f" ({table['pretext_seconds']:.0f} s). Total {table['total_seconds']:.0f} s.",
+        "",
+        f"Test: {table['test']}. Validation: {table['validation']}. Reported: {table['selection']}.",
+        "",
+        "| row | ours (test %) | val % | paper % | probe input | s |",
+        "|---|---:|---:|---:|---|---:|",
     ]
     for r in table["rows"]:
         val = "" if r["val"] is None else f"{r['val']:.2f}"

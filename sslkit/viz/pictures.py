@@ -10,8 +10,8 @@ First-layer filters (Figure 4) are each scaled to [0, 1] on their own and shown 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,9 @@ def load_images(paths: Sequence[str | Path], size: int) -> Tensor:
 
 
 @torch.no_grad()
-def attention_maps(backbone: Backbone, images: Tensor, mean, std, stages: Sequence[str], powers: Sequence[float]) -> dict[str, Tensor]:
+def attention_maps(
+    backbone: Backbone, images: Tensor, mean, std, stages: Sequence[str], powers: Sequence[float]
+) -> dict[str, Tensor]:
     """{stage: [N, H, W] in [0, 1]} at the image resolution: sum_c |A|^p, min-max per image."""
     backbone.eval()
     feats = backbone(normalize(images, mean, std), list(stages))
@@ -60,7 +62,9 @@ def attention_maps(backbone: Backbone, images: Tensor, mean, std, stages: Sequen
     return out
 
 
-def attention_figure(images: Tensor, maps: dict[str, Tensor], powers: Sequence[float], tile: int = 128, alpha: float = 0.6) -> Image.Image:
+def attention_figure(
+    images: Tensor, maps: dict[str, Tensor], powers: Sequence[float], tile: int = 128, alpha: float = 0.6
+) -> Image.Image:
     """One row per image: the image, then each stage's map blended over it."""
     rows = []
     for n in range(images.shape[0]):
@@ -88,9 +92,9 @@ def filters_figure(weight: Tensor, tile: int = 40, per_row: int | None = None) -
     w = w if w.shape[1] == 3 else w.mean(1, keepdim=True).expand(-1, 3, -1, -1)
     lo = w.flatten(1).min(1).values[:, None, None, None]
     hi = w.flatten(1).max(1).values[:, None, None, None]
-    w = ((w - lo) / (hi - lo).clamp(min=1e-12) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    per_row = per_row or int(np.ceil(np.sqrt(w.shape[0])))
-    tiles = [upscale(t, tile, nearest=True) for t in w]
+    pixels = ((w - lo) / (hi - lo).clamp(min=1e-12) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    per_row = per_row or int(np.ceil(np.sqrt(pixels.shape[0])))
+    tiles = [upscale(t, tile, nearest=True) for t in pixels]
     blank = np.full_like(tiles[0], 255)
     rows = [tiles[i : i + per_row] for i in range(0, len(tiles), per_row)]
     rows[-1] = rows[-1] + [blank] * (per_row - len(rows[-1]))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # Anchor colours of a perceptually ordered map (dark blue -> cyan -> yellow -> red), linearly
 # interpolated: enough to read "where is activation high" without matplotlib.
-_ANCHORS = np.array([[0, 0, 64], [0, 64, 192], [0, 192, 224], [128, 224, 96], [255, 224, 0], [255, 96, 0], [192, 0, 0]], dtype=np.float64)
+_ANCHORS = np.array(
+    [[0, 0, 64], [0, 64, 192], [0, 192, 224], [128, 224, 96], [255, 224, 0], [255, 96, 0], [192, 0, 0]],
+    dtype=np.float64,
+)
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
@@ -21,11 +24,13 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return (_ANCHORS[lo] * (1 - frac) + _ANCHORS[lo + 1] * frac).astype(np.uint8)
 
 
-def font() -> ImageFont.ImageFont:
+def font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default()
 
 
-def grid(tiles: Sequence[Sequence[np.ndarray]], col_titles: Sequence[str] = (), pad: int = 4, title_h: int = 16) -> Image.Image:
+def grid(
+    tiles: Sequence[Sequence[np.ndarray]], col_titles: Sequence[str] = (), pad: int = 4, title_h: int = 16
+) -> Image.Image:
     """Rows of equally sized [H, W, 3] uint8 tiles on a white sheet, with optional column titles."""
     th, tw = tiles[0][0].shape[:2]
     rows, cols = len(tiles), max(len(r) for r in tiles)
@@ -46,7 +51,10 @@ def upscale(tile: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
 
 
 def line_chart(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, size: tuple[int, int] = (480, 320)
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    size: tuple[int, int] = (480, 320),
 ) -> Image.Image:
     """One panel: named (x, y) series with axes, 5 ticks per axis and a legend."""
     w, h = size
@@ -81,7 +89,7 @@ def line_chart(
     d.text(((w - left) // 2 + left - 16, h - 14), xlabel, fill="black", font=font())
     for i, (name, (sx, sy)) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
-        pts = [px(x, y) for x, y in zip(sx, sy)]
+        pts = [px(x, y) for x, y in zip(sx, sy, strict=True)]
         if len(pts) > 1:
             d.line(pts, fill=colour, width=2)
         for p in pts:

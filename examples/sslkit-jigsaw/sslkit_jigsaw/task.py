@@ -31,8 +31,12 @@ from .tiles import cut_tiles, grayscale_tiles, normalize_tiles, resize_to, tile_
 
 
 class JigsawConfig(Config):
-    permutations: int = Field(100, ge=2, le=10000, description="size of the permutation set = number of classes (paper: 100 to 2000)")
-    permutation_seed: int = Field(0, description="seed of the greedy permutation selection (the set is stored in checkpoints)")
+    permutations: int = Field(
+        100, ge=2, le=10000, description="size of the permutation set = number of classes (paper: 100 to 2000)"
+    )
+    permutation_seed: int = Field(
+        0, description="seed of the greedy permutation selection (the set is stored in checkpoints)"
+    )
     criterion: Literal["average", "minimum"] = Field(
         "average", description="maximise the average (paper, Algorithm 1) or the minimum Hamming distance"
     )

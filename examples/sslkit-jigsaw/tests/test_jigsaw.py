@@ -23,7 +23,11 @@ def test_conformance_on_nin(sslkit_plugins, sslkit_device):
 def test_conformance_on_large_images(sslkit_plugins):
     # 96-px images are tiled at their own size (no upsampling): 32-px cells, 24-px tiles.
     check_task(
-        "jigsaw", plugins=sslkit_plugins, image_size=96, batch=2, steps=6,
+        "jigsaw",
+        plugins=sslkit_plugins,
+        image_size=96,
+        batch=2,
+        steps=6,
         options={"permutations": 8, "tile_dim": 16, "hidden": 32},
     )
 
@@ -125,7 +129,7 @@ def test_bad_options_are_one_line_config_errors(sslkit_plugins):
 
 
 def _tiny_backbone():
-    from sslkit.testing import SMALL_NIN
     from sslkit import create_backbone
+    from sslkit.testing import SMALL_NIN
 
     return create_backbone("nin", **SMALL_NIN)

@@ -5,8 +5,16 @@ from .shortcuts import colour_drop, grayscale, patch_normalize, project_out_gree
 from .task import ContextConfig, ContextPrediction
 
 __all__ = [
-    "OFFSETS", "Geometry", "auto_geometry", "sample_patches",
-    "colour_drop", "grayscale", "patch_normalize", "project_out_green_magenta", "random_resample",
-    "ContextConfig", "ContextPrediction",
+    "OFFSETS",
+    "Geometry",
+    "auto_geometry",
+    "sample_patches",
+    "colour_drop",
+    "grayscale",
+    "patch_normalize",
+    "project_out_green_magenta",
+    "random_resample",
+    "ContextConfig",
+    "ContextPrediction",
 ]
 __version__ = "0.1.0"

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from sslkit.errors import ConfigError
 
-# Label k <-> (dx, dy) of the outer patch relative to the centre, y pointing down (Doersch et al., ICCV 2015, sec. 3, fig. 2).
+# Label k <-> (dx, dy) of the outer patch relative to the centre, y pointing down
+# (Doersch et al., ICCV 2015, sec. 3, fig. 2).
 OFFSETS: tuple[tuple[int, int], ...] = ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1))
 # Row-major cell index (row = dy + 1, column = dx + 1) of each label's outer patch; cell 4 is the centre.
 OUTER_CELLS: tuple[int, ...] = tuple((dy + 1) * 3 + (dx + 1) for dx, dy in OFFSETS)
@@ -105,7 +106,11 @@ class PatchSample:
 
 
 def sample_patches(
-    images: Tensor, geom: Geometry, generator: torch.Generator, random_origin: bool = True, outer_cells: Tensor | None = None
+    images: Tensor,
+    geom: Geometry,
+    generator: torch.Generator,
+    random_origin: bool = True,
+    outer_cells: Tensor | None = None,
 ) -> PatchSample:
     """images [B, C, H, W] -> one patch per cell of a 3x3 grid per image (see the module docstring).
 
@@ -114,7 +119,8 @@ def sample_patches(
     b, _, h, w = images.shape
     if geom.extent > min(h, w):
         raise ConfigError(
-            f"context grid of {geom.extent} px does not fit {h}x{w} images; lower task.patch_size/jitter/gap or set task.upsample"
+            f"context grid of {geom.extent} px does not fit {h}x{w} images; lower task.patch_size/jitter/gap "
+            "or set task.upsample"
         )
     device = images.device
     if random_origin:
@@ -136,5 +142,7 @@ def sample_patches(
     patches = images[batch, :, rows, cols].permute(0, 1, 4, 2, 3)
     outer_cells = (torch.tensor(OUTER_CELLS) if outer_cells is None else outer_cells).to(device)
     outer = patches[:, outer_cells].transpose(0, 1).flatten(0, 1)  # [8, B, ...] -> [8B, ...]
-    targets = torch.arange(8 * b, device=device) // b  # label-major; no repeat_interleave (it can size its output on the host)
+    targets = (
+        torch.arange(8 * b, device=device) // b
+    )  # label-major; no repeat_interleave (it can size its output on the host)
     return PatchSample(patches[:, CENTRE_CELL].contiguous(), outer.contiguous(), targets, torch.stack([y, x], dim=-1))

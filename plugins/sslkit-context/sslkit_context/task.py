@@ -30,7 +30,13 @@ from sslkit import Backbone, Config, PretextTask
 
 from .patches import OFFSETS, OUTER_CELLS, resolve_geometry, sample_patches
 from .shortcuts import (
-    LUMA, colour_drop, grayscale, green_magenta_projection, patch_normalize, project_out_green_magenta, random_resample,
+    LUMA,
+    colour_drop,
+    grayscale,
+    green_magenta_projection,
+    patch_normalize,
+    project_out_green_magenta,
+    random_resample,
 )
 
 DIRECTIONS = ("up-left", "up", "up-right", "left", "right", "down-left", "down", "down-right")
@@ -38,12 +44,19 @@ DIRECTIONS = ("up-left", "up", "up-right", "left", "right", "down-left", "down",
 
 class ContextConfig(Config):
     patch_size: int | None = Field(None, ge=2, description="patch side in px (default: ~1/4 of the image side)")
-    jitter: int | None = Field(None, ge=0, description="max shift of a patch either way inside its cell, px (default: ~7% of the patch)")
-    gap: int | None = Field(None, ge=0, description="min px between neighbouring cells, so between patches (default: the rest of the image)")
-    upsample: int | None = Field(None, ge=8, description="first resize images whose shorter side is smaller to this many px (bilinear)")
+    jitter: int | None = Field(
+        None, ge=0, description="max shift of a patch either way inside its cell, px (default: ~7% of the patch)"
+    )
+    gap: int | None = Field(
+        None, ge=0, description="min px between neighbouring cells, so between patches (default: the rest of the image)"
+    )
+    upsample: int | None = Field(
+        None, ge=8, description="first resize images whose shorter side is smaller to this many px (bilinear)"
+    )
     random_grid: bool = Field(True, description="place the 3x3 grid at a random position in the image (else centred)")
     chromatic: Literal["projection", "drop", "none"] = Field(
-        "projection", description="chromatic aberration: project out green-magenta, or keep one random channel (+1/100 noise)"
+        "projection",
+        description="chromatic aberration: project out green-magenta, or keep one random channel (+1/100 noise)",
     )
     grayscale: float = Field(0.66, ge=0, le=1, description="probability of turning a patch to grayscale")
     resample: float = Field(0.33, ge=0, le=1, description="probability of down-and-up sampling a patch")
@@ -69,18 +82,25 @@ class ContextPrediction(PretextTask):
         # 32x32 images (CIFAR): 8x8 patches in 10-px cells. No zero-padded crop: a padded border
         # inside an outer patch would tell its side of the grid.
         "default": {
-            "epochs": 60, "schedule": {"milestones": [30, 45], "gamma": 0.2}, "optim": _SGD,
+            "epochs": 60,
+            "schedule": {"milestones": [30, 45], "gamma": 0.2},
+            "optim": _SGD,
             "data": {"batch_size": 128, "crop_padding": 0},
         },
         # 32x32 images upsampled to 64 first: 16x16 patches, more texture per patch, ~4x the cost.
         "upsampled": {
-            "epochs": 60, "schedule": {"milestones": [30, 45], "gamma": 0.2}, "optim": _SGD,
-            "task": {"upsample": 64}, "data": {"batch_size": 128, "crop_padding": 0},
+            "epochs": 60,
+            "schedule": {"milestones": [30, 45], "gamma": 0.2},
+            "optim": _SGD,
+            "task": {"upsample": 64},
+            "data": {"batch_size": 128, "crop_padding": 0},
         },
         # 96x96 images (STL-10 style, as in Gidaris et al., ICCV 2019): 32-px cells with a random 24x24 patch in
         # each, per-patch standardisation, grayscale p = 0.66, horizontal flip of the image first.
         "stl": {
-            "epochs": 100, "schedule": {"milestones": [50, 75], "gamma": 0.2}, "optim": _SGD,
+            "epochs": 100,
+            "schedule": {"milestones": [50, 75], "gamma": 0.2},
+            "optim": _SGD,
             "task": {"patch_size": 24, "jitter": 4, "gap": 0, "grayscale": 0.66, "patch_norm": "rms"},
             "data": {"batch_size": 128, "crop_padding": 0, "flip": True},
         },
@@ -152,7 +172,4 @@ class ContextPrediction(PretextTask):
         b = second.shape[0] // len(OFFSETS)
         # Image-major order (all 8 pairs of image 0, then image 1 ...) reads best in a grid.
         order = [k * b + i for i in range(b) for k in range(len(OFFSETS))]
-        return [
-            ([first[j % n1], second[j]], f"{int(targets[j])} {DIRECTIONS[int(targets[j])]}")
-            for j in order
-        ]
+        return [([first[j % n1], second[j]], f"{int(targets[j])} {DIRECTIONS[int(targets[j])]}") for j in order]

@@ -82,7 +82,12 @@ class RotationPrediction(PretextTask):
         # ICLR 2018 paper, CIFAR-10: 100 epochs, lr x0.2 after 30/60/80.
         "paper": {**_EPOCHS_PAPER, "optim": _SGD, "data": {"batch_size": 128}},
         # Official code: 200 epochs, lr x0.2 after 60/120/160.
-        "repo": {"epochs": 200, "schedule": {"milestones": [60, 120, 160], "gamma": 0.2}, "optim": _SGD, "data": {"batch_size": 128}},
+        "repo": {
+            "epochs": 200,
+            "schedule": {"milestones": [60, 120, 160], "gamma": 0.2},
+            "optim": _SGD,
+            "data": {"batch_size": 128},
+        },
     }
     default_preset = "paper"
 
@@ -102,7 +107,8 @@ class RotationPrediction(PretextTask):
         angles = self.config.angles
         b = images.shape[0]
         if self.config.mode == "all":
-            inputs = torch.cat([rotate(images, a, m) for a, m in zip(angles, self.matrices)])  # angle-major: [K*B, C, H, W]
+            # angle-major: [K*B, C, H, W]
+            inputs = torch.cat([rotate(images, a, m) for a, m in zip(angles, self.matrices, strict=True)])
             # [0]*B + [1]*B + ...: integer division, not repeat_interleave (which can size its output on the host)
             targets = torch.arange(len(angles) * b, device=images.device) // b
             return inputs, targets
@@ -111,7 +117,7 @@ class RotationPrediction(PretextTask):
         # Every image in every angle, then a per-sample select: a boolean-mask assignment would
         # read the mask's count back from the GPU (a sync per angle per step). Rotation is per
         # image, so the chosen values are the same; a loop over the K angles, not over samples.
-        for i, (a, m) in enumerate(zip(angles, self.matrices)):
+        for i, (a, m) in enumerate(zip(angles, self.matrices, strict=True)):
             inputs = torch.where((targets == i)[:, None, None, None], rotate(images, a, m), inputs)
         return inputs, targets
 

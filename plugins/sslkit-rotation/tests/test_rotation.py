@@ -96,5 +96,11 @@ def test_head_and_loss(plugins):
 def test_presets(plugins, preset, epochs, milestones):
     cfg = assemble("rotation", plugins, preset=preset)
     assert cfg.epochs == epochs and cfg.schedule.milestones == milestones and cfg.schedule.gamma == 0.2
-    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.nesterov, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, True, 5e-4)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.nesterov, cfg.optim.weight_decay) == (
+        "sgd",
+        0.1,
+        0.9,
+        True,
+        5e-4,
+    )
     assert cfg.data.batch_size == 128

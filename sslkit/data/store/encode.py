@@ -75,7 +75,7 @@ def load_rgb(path: str, max_side: int | None) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        target = capped_size(*im.size, max_side)
+        target = capped_size(im.width, im.height, max_side)
         if target != im.size and im.format == "JPEG":
             im.draft("RGB", target)  # libjpeg decodes at 1/2, 1/4, 1/8 scale: far less work
         im = im.convert("RGB")
@@ -122,7 +122,7 @@ def probe_max_side(paths: list[str], max_side: int | None, samples: int = 64) ->
     for p in paths[::step][:samples]:
         try:
             with Image.open(p) as im:
-                largest = max(largest, max(capped_size(*im.size, max_side)))
+                largest = max(largest, max(capped_size(im.width, im.height, max_side)))
         except Exception:  # unreadable files are skipped later, not probed
             continue
     return largest

@@ -108,8 +108,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-
-
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of the store at ``path``, or a one-line DataError saying what is wrong."""
     if not path.exists():
@@ -122,15 +120,21 @@ def read_manifest(path: Path) -> dict[str, Any]:
             raise DataError(
                 f"store '{path}' is an unfinished pack; re-run the same 'sslkit data pack' command to finish it"
             )
-        raise DataError(f"'{path}' is not a packed store (no {MANIFEST}); create one with 'sslkit data pack SOURCE -o {path}'")
+        raise DataError(
+            f"'{path}' is not a packed store (no {MANIFEST}); create one with 'sslkit data pack SOURCE -o {path}'"
+        )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"store '{path}': unreadable {MANIFEST} ({exc}); re-pack it with 'sslkit data pack'") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise DataError(f"store '{path}': format {found!r} is not {FORMAT!r}; re-pack it with this sslkit's 'sslkit data pack'")
-    missing = [k for k in ("images", "labelled", "sizes", "shards", "encoding", "mean", "std", "meta") if k not in manifest]
+        raise DataError(
+            f"store '{path}': format {found!r} is not {FORMAT!r}; re-pack it with this sslkit's 'sslkit data pack'"
+        )
+    missing = [
+        k for k in ("images", "labelled", "sizes", "shards", "encoding", "mean", "std", "meta") if k not in manifest
+    ]
     if missing:
         raise DataError(f"store '{path}': {MANIFEST} lacks {', '.join(missing)}; re-pack it with 'sslkit data pack'")
     return manifest

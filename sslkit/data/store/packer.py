@@ -20,11 +20,12 @@ import shutil
 import tarfile
 import time
 from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -120,7 +121,9 @@ def _prepare(out: Path, key: str) -> dict[str, Any] | None:
         for shard in state["shards"]:
             file = out / shard["name"]
             if not file.is_file() or file.stat().st_size != shard["bytes"]:
-                raise DataError(f"unfinished pack '{out}': {shard['name']} is missing or changed; delete the folder and pack again")
+                raise DataError(
+                    f"unfinished pack '{out}': {shard['name']} is missing or changed; delete the folder and pack again"
+                )
         _drop_unfinished(out, len(state["shards"]))
         return state
     if entries:
@@ -144,7 +147,8 @@ class _HashingFile:
     """A write-only file that hashes what passes through (tarfile needs write and tell)."""
 
     def __init__(self, path: Path) -> None:
-        self.f = open(path, "wb")
+        # Lives as long as its shard: _ShardWriter closes it (close_shard or abandon), so no `with`.
+        self.f = open(path, "wb")  # noqa: SIM115
         self.digest = hashlib.sha256()
         self.size = 0
 
@@ -180,7 +184,13 @@ class _ShardWriter:
         if self.tar is None:
             self.tmp = temporary_name(self.out / fmt.shard_name(self.number))
             self.file = _HashingFile(self.tmp)
-            self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)  # type: ignore[arg-type]
+            # Open across many add() calls and closed in close_shard(), so no `with` (SIM115).
+            # The stubs want a full binary file; writing a tar stream only needs write() and tell().
+            self.tar = tarfile.open(  # noqa: SIM115
+                fileobj=self.file,  # type: ignore[call-overload]
+                mode="w",
+                format=tarfile.USTAR_FORMAT,
+            )
         key = fmt.sample_key(self.key)
         if self.labelled:
             fmt.add_member(self.tar, f"{key}.cls", str(label).encode())
@@ -188,7 +198,7 @@ class _ShardWriter:
         self.shard.rows.append([self.number, offset, len(item.payload), label, item.height, item.width])
         self.shard.files.append(name)
         h, w = item.height, item.width
-        self.shard.sums = [a + b for a, b in zip(self.shard.sums, (*item.sums, h * w))]
+        self.shard.sums = [a + b for a, b in zip(self.shard.sums, (*item.sums, h * w), strict=True)]
         self.key += 1
         if self.file is not None and self.file.size >= self.shard_size:
             self.close_shard()
@@ -203,7 +213,14 @@ class _ShardWriter:
         name = fmt.shard_name(self.number)
         atomic_write_text(self.out / fmt.STATE_DIR / f"{Path(name).stem}.json", json.dumps(asdict(self.shard)))
         os.replace(self.tmp, self.out / name)
-        self.state["shards"].append({"name": name, "sha256": self.file.digest.hexdigest(), "bytes": self.file.size, "images": len(self.shard.rows)})
+        self.state["shards"].append(
+            {
+                "name": name,
+                "sha256": self.file.digest.hexdigest(),
+                "bytes": self.file.size,
+                "images": len(self.shard.rows),
+            }
+        )
         self.state["consumed"] = self.shard.consumed
         atomic_write_text(self.out / fmt.STATE, json.dumps(self.state))
         self.number += 1
@@ -235,7 +252,9 @@ def _ordered(fn: Callable[[Any], list], tasks: Iterable[Any], workers: int) -> I
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _encoded(src: Source, encoding: str, max_side: int | None, quality: int, start: int, workers: int) -> Iterator[Encoded | Skipped]:
+def _encoded(
+    src: Source, encoding: str, max_side: int | None, quality: int, start: int, workers: int
+) -> Generator[Encoded | Skipped, None, None]:  # a generator: the caller closes it
     if src.data is not None:  # already decoded in memory: encoding here is cheaper than shipping arrays
         for rgb in src.arrays(start):
             yield encode_array(cap_array(rgb, max_side), encoding, quality)
@@ -248,7 +267,7 @@ def _encoded(src: Source, encoding: str, max_side: int | None, quality: int, sta
 def _mean_std(sums: list[int]) -> tuple[list[float], list[float]]:
     pixels = max(sums[6], 1)
     mean = [s / pixels for s in sums[:3]]
-    var = [max(q / pixels - m * m, 0.0) for q, m in zip(sums[3:6], mean)]
+    var = [max(q / pixels - m * m, 0.0) for q, m in zip(sums[3:6], mean, strict=True)]
     return [m / 255 for m in mean], [math.sqrt(v) / 255 for v in var]
 
 
@@ -265,11 +284,14 @@ def _finish(out: Path, src: Source, state: dict[str, Any], tail: _Shard) -> dict
         blocks.append(np.array(rec["rows"], dtype=np.int64).reshape(-1, 6))
         files += rec["files"]
         skipped += rec["skipped"]
-        sums = [a + b for a, b in zip(sums, rec["sums"])]
+        sums = [a + b for a, b in zip(sums, rec["sums"], strict=True)]
     skipped += tail.skipped
     rows = np.concatenate(blocks) if blocks else np.zeros((0, 6), dtype=np.int64)
     if len(rows) == 0:
-        raise DataError(f"source '{src.where}': none of its {len(src)} images could be read (first: {skipped[0]['file']}: {skipped[0]['reason']})")
+        raise DataError(
+            f"source '{src.where}': none of its {len(src)} images could be read (first: {skipped[0]['file']}: "
+            f"{skipped[0]['reason']})"
+        )
     atomic_write(out / fmt.INDEX, lambda tmp: _save_npy(tmp, rows))
     atomic_write_text(out / fmt.CLASSES, json.dumps(src.classes))
     atomic_write_text(out / fmt.FILES, json.dumps(files))
@@ -280,7 +302,9 @@ def _finish(out: Path, src: Source, state: dict[str, Any], tail: _Shard) -> dict
     return manifest
 
 
-def _manifest(out: Path, src: Source, state: dict[str, Any], rows: np.ndarray, skipped: list, sums: list[int]) -> dict[str, Any]:
+def _manifest(
+    out: Path, src: Source, state: dict[str, Any], rows: np.ndarray, skipped: list, sums: list[int]
+) -> dict[str, Any]:
     mean, std = _mean_std(sums)
     sizes = rows[:, fmt.HEIGHT :]
     return {
@@ -292,7 +316,11 @@ def _manifest(out: Path, src: Source, state: dict[str, Any], rows: np.ndarray, s
         "skipped_count": len(skipped),
         "skipped": skipped,
         "encoding": state["encoding"],
-        "sizes": {"min": sizes.min(0).tolist(), "max": sizes.max(0).tolist(), "uniform": bool((sizes == sizes[0]).all())},
+        "sizes": {
+            "min": sizes.min(0).tolist(),
+            "max": sizes.max(0).tolist(),
+            "uniform": bool((sizes == sizes[0]).all()),
+        },
         "mean": mean,
         "std": std,
         "shards": state["shards"],
@@ -305,7 +333,7 @@ def _manifest(out: Path, src: Source, state: dict[str, Any], rows: np.ndarray, s
 
 
 def pack(
-    source: "str | Path | Source",
+    source: str | Path | Source,
     out: str | Path,
     *,
     encoding: Encoding = "auto",
@@ -314,7 +342,7 @@ def pack(
     shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    plugins: "Plugins | None" = None,
+    plugins: Plugins | None = None,
 ) -> dict[str, Any]:
     """Pack a folder, a list file or a registered dataset into the store folder ``out``; returns its manifest.
 
@@ -337,7 +365,13 @@ def pack(
         if state is not None and "done" in state:
             return state["done"]
         if state is None:
-            state = {"key": key, "options": options, "encoding": _resolve_encoding(encoding, src, max_side), "shards": [], "consumed": 0}
+            state = {
+                "key": key,
+                "options": options,
+                "encoding": _resolve_encoding(encoding, src, max_side),
+                "shards": [],
+                "consumed": 0,
+            }
             (out / fmt.STATE_DIR).mkdir(exist_ok=True)
             atomic_write_text(out / fmt.STATE, json.dumps(state))
         else:

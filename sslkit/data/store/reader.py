@@ -54,24 +54,29 @@ class Store:
         self.classes = classes
         self._files: list[str] | None = None
         self.encoding: str = manifest["encoding"]
-        self.mean: tuple[float, float, float] = tuple(manifest["mean"])  # type: ignore[assignment]
-        self.std: tuple[float, float, float] = tuple(manifest["std"])  # type: ignore[assignment]
+        self.mean: tuple[float, float, float] = tuple(manifest["mean"])
+        self.std: tuple[float, float, float] = tuple(manifest["std"])
         self._shards = [s["name"] for s in manifest["shards"]]
         self._bytes = [s["bytes"] for s in manifest["shards"]]
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 
     @classmethod
-    def open(cls, path: str | Path) -> "Store":
+    def open(cls, path: str | Path) -> Store:
         path = Path(path).expanduser()
         manifest = fmt.read_manifest(path)
         try:
             index = np.load(path / fmt.INDEX, mmap_mode="r", allow_pickle=False)
             classes = json.loads((path / fmt.CLASSES).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise DataError(f"store '{path}': unreadable index ({type(exc).__name__}); run 'sslkit data verify {path}' or re-pack it") from None
+            raise DataError(
+                f"store '{path}': unreadable index ({type(exc).__name__}); run 'sslkit data verify {path}' or "
+                "re-pack it"
+            ) from None
         if index.ndim != 2 or index.shape != (manifest["images"], 6) or (manifest["labelled"] and not classes):
-            raise DataError(f"store '{path}': index does not match {fmt.MANIFEST}; run 'sslkit data verify {path}' or re-pack it")
+            raise DataError(
+                f"store '{path}': index does not match {fmt.MANIFEST}; run 'sslkit data verify {path}' or re-pack it"
+            )
         return cls(path, manifest, index, classes)
 
     # -- what it holds -------------------------------------------------------------------------
@@ -88,9 +93,14 @@ class Store:
             try:
                 files = json.loads((self.path / fmt.FILES).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise DataError(f"store '{self.path}': unreadable {fmt.FILES} ({type(exc).__name__}); run 'sslkit data verify {self.path}'") from None
+                raise DataError(
+                    f"store '{self.path}': unreadable {fmt.FILES} ({type(exc).__name__}); run 'sslkit data "
+                    f"verify {self.path}'"
+                ) from None
             if len(files) != len(self):
-                raise DataError(f"store '{self.path}': {fmt.FILES} does not match the index; run 'sslkit data verify {self.path}'")
+                raise DataError(
+                    f"store '{self.path}': {fmt.FILES} does not match the index; run 'sslkit data verify {self.path}'"
+                )
             self._files = files
         return self._files
 
@@ -105,7 +115,7 @@ class Store:
     @property
     def uniform_size(self) -> tuple[int, int] | None:
         sizes = self.manifest["sizes"]
-        return tuple(sizes["min"]) if sizes["uniform"] else None  # type: ignore[return-value]
+        return tuple(sizes["min"]) if sizes["uniform"] else None
 
     @property
     def fingerprint(self) -> str:
@@ -153,7 +163,10 @@ class Store:
         return fd
 
     def _bad(self, shard: int) -> str:
-        return f"store '{self.path}': shard {self._shards[shard]} is unreadable; run 'sslkit data verify {self.path}' and re-pack it"
+        return (
+            f"store '{self.path}': shard {self._shards[shard]} is unreadable; run 'sslkit data verify {self.path}' "
+            "and re-pack it"
+        )
 
     def read_bytes(self, i: int) -> bytearray:
         """The stored payload of sample ``i`` (.npy or JPEG bytes), in a writable buffer."""
@@ -187,23 +200,28 @@ class Store:
             raise DataError(f"{self.description}: images differ in size; read them one by one with store.read(i)")
         h, w = self.uniform_size
         if self.encoding != "raw" or len(idx) == 0:
-            return torch.stack([self.read(i) for i in idx.tolist()]) if len(idx) else torch.empty((0, 3, h, w), dtype=torch.uint8)
+            return (
+                torch.stack([self.read(i) for i in idx.tolist()])
+                if len(idx)
+                else torch.empty((0, 3, h, w), dtype=torch.uint8)
+            )
         header, _ = fmt.npy_data_offset(self.read_bytes(int(idx[0]))[:256])
         out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
-        flat, step = memoryview(out.reshape(-1)), h * w * 3
+        flat, step = out.reshape(-1).data, h * w * 3  # a memoryview of out: preadv fills it in place
         for row, (shard, offset, size) in enumerate(self.index[idx, :3].tolist()):
             if os.preadv(self._fd(shard), [flat[row * step : (row + 1) * step]], offset + header) != size - header:
                 raise DataError(f"{self._bad(shard)} (a sample is cut short)")
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
-    def to_imagedata(self, indices: np.ndarray | list[int] | None = None) -> "ImageData":
+    def to_imagedata(self, indices: np.ndarray | list[int] | None = None) -> ImageData:
         """Every (or the selected) image decoded into one in-memory tensor; same size images only."""
         from ..datasets import ImageData
 
         if self.uniform_size is None:
             lo, hi = self.manifest["sizes"]["min"], self.manifest["sizes"]["max"]
             raise DataError(
-                f"{self.description}: images range from {lo[1]}x{lo[0]} to {hi[1]}x{hi[0]}, so they cannot be one tensor; "
+                f"{self.description}: images range from {lo[1]}x{lo[0]} to {hi[1]}x{hi[0]}, so they cannot be "
+                "one tensor; "
                 "read them with store.read(i) or re-pack with one size"
             )
         idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -229,7 +247,10 @@ class Store:
             return []
         device = torch.device(device)
         if bytes(payloads[0][:6]) == b"\x93NUMPY":
-            return [torch.from_numpy(fmt.parse_npy(bytearray(p))).permute(2, 0, 1).to(device, non_blocking=True) for p in payloads]
+            return [
+                torch.from_numpy(fmt.parse_npy(bytearray(p))).permute(2, 0, 1).to(device, non_blocking=True)
+                for p in payloads
+            ]
         from torchvision.io import ImageReadMode, decode_jpeg
 
         data = [torch.frombuffer(bytearray(p) if isinstance(p, bytes) else p, dtype=torch.uint8) for p in payloads]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class Source:
     labels: list[int] | None
     classes: list[str]
     paths: list[str] = field(default_factory=list)  # folder / list: absolute paths
-    data: "ImageData | None" = None  # dataset: the decoded images
+    data: ImageData | None = None  # dataset: the decoded images
     identity: str = ""  # changes when the listing (names, sizes, mtimes) or the pixels change
 
     def __len__(self) -> int:
@@ -50,7 +51,7 @@ class Source:
 
 def listing_identity(root: Path | None, files: list[Path], names: list[str]) -> str:
     digest = hashlib.sha256(str(root).encode())
-    for f, r in zip(files, names):
+    for f, r in zip(files, names, strict=True):
         try:
             st = f.stat()
             digest.update(f"|{r}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -64,17 +65,23 @@ def folder_source(root: Path) -> Source:
     root = root.resolve()
     files = walk_images(root)
     if not files:
-        raise DataError(f"'{root}': no images found (looked for {', '.join(IMAGE_SUFFIXES)}); give a folder of image files")
+        raise DataError(
+            f"'{root}': no images found (looked for {', '.join(IMAGE_SUFFIXES)}); give a folder of image files"
+        )
     names = [f.relative_to(root).as_posix() for f in files]
     parents = [Path(r).parent.as_posix() for r in names]
     labelled = "." not in parents and all("/" not in p for p in parents)
     classes = sorted(set(parents)) if labelled else []
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[p] for p in parents] if labelled else None
-    return Source("folder", str(root), names, labels, classes, [str(f) for f in files], None, listing_identity(root, files, names))
+    return Source(
+        "folder", str(root), names, labels, classes, [str(f) for f in files], None, listing_identity(root, files, names)
+    )
 
 
-def labelled_files(kind: str, where: str, base: Path, paths: list[Path], tags: list[str | None], classes: list[str] | None = None) -> Source:
+def labelled_files(
+    kind: str, where: str, base: Path, paths: list[Path], tags: list[str | None], classes: list[str] | None = None
+) -> Source:
     """Files with optional label names (all or none); ``classes`` fixes the label order (default: sorted names)."""
     if len({t is None for t in tags}) > 1:
         raise DataError(f"'{where}': some images have a label and some do not; label every image or none")
@@ -82,11 +89,13 @@ def labelled_files(kind: str, where: str, base: Path, paths: list[Path], tags: l
     classes = classes if classes is not None else named
     unknown = sorted(set(named) - set(classes))
     if unknown:
-        raise DataError(f"'{where}': labels {', '.join(unknown[:3])} are not among the {len(classes)} known classes; fix the labels")
+        raise DataError(
+            f"'{where}': labels {', '.join(unknown[:3])} are not among the {len(classes)} known classes; fix the labels"
+        )
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[t] for t in tags] if named else None  # type: ignore[index]
     names = [p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p) for p in paths]
-    identity = listing_identity(base, paths, [f"{n}\t{t}" for n, t in zip(names, tags)])
+    identity = listing_identity(base, paths, [f"{n}\t{t}" for n, t in zip(names, tags, strict=True)])
     identity += "|" + ",".join(classes if named else [])
     return Source(kind, where, names, labels, classes if named else [], [str(p) for p in paths], None, identity)
 
@@ -103,16 +112,20 @@ def list_source(list_file: Path) -> Source:
         paths.append(base / name.strip())
         tags.append(label.strip() or None)
     if not paths:
-        raise DataError(f"list file '{list_file}' names no images; write one image path per line (optionally a tab and a label)")
+        raise DataError(
+            f"list file '{list_file}' names no images; write one image path per line (optionally a tab and a label)"
+        )
     return labelled_files("list", str(list_file.resolve()), base, paths, tags)
 
 
-def dataset_source(name: str, plugins: "Plugins") -> Source:
+def dataset_source(name: str, plugins: Plugins) -> Source:
     from ..datasets import ImageData, load_dataset
 
     data = load_dataset(name, plugins)
     if not isinstance(data, ImageData):
-        raise DataError(f"dataset '{name}' is already a packed store ({data}); use it directly instead of packing it again")
+        raise DataError(
+            f"dataset '{name}' is already a packed store ({data}); use it directly instead of packing it again"
+        )
     digest = hashlib.sha256(data.images.contiguous().numpy().data)
     if data.labels is not None:
         digest.update(data.labels.numpy().tobytes())
@@ -121,7 +134,7 @@ def dataset_source(name: str, plugins: "Plugins") -> Source:
     return Source("dataset", name, names, labels, list(data.classes), [], data, digest.hexdigest())
 
 
-def resolve_source(source: str | Path, plugins: "Plugins | None" = None) -> Source:
+def resolve_source(source: str | Path, plugins: Plugins | None = None) -> Source:
     """A folder or list file when ``source`` exists on disk, else a registered dataset name."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -135,4 +148,7 @@ def resolve_source(source: str | Path, plugins: "Plugins | None" = None) -> Sour
     if str(source) in plugins.datasets:
         return dataset_source(str(source), plugins)
     known = ", ".join(plugins.datasets.names())
-    raise DataError(f"source '{source}': no such folder, list file or dataset; give a folder of images, a list file or one of: {known}")
+    raise DataError(
+        f"source '{source}': no such folder, list file or dataset; give a folder of images, a list file or one "
+        f"of: {known}"
+    )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,10 @@ def verify(path: str | Path, on_progress: Callable[[int, int], None] | None = No
         if not file.is_file():
             raise DataError(f"store '{path}': {name} is missing; {fix}")
         if size is not None and file.stat().st_size != size:
-            raise DataError(f"store '{path}': {name} has {file.stat().st_size} bytes, the manifest says {size} (truncated or changed); {fix}")
+            raise DataError(
+                f"store '{path}': {name} has {file.stat().st_size} bytes, the manifest says {size} (truncated "
+                f"or changed); {fix}"
+            )
         if fmt.sha256_file(file) != digest:
             raise DataError(f"store '{path}': {name} fails its sha256 check (corrupt or changed); {fix}")
         if on_progress is not None:
