@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -16,48 +16,6 @@ def _console():
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
-
-
-class _Bar:
-    """A rich progress bar with images/s and ETA, fed by the library's on_progress(done, total)."""
-
-    def __init__(self, label: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn(label),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.0f} img/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=_console(),
-            transient=True,
-        )
-        self.task = self.progress.add_task(label, total=None, rate=0.0)
-        self.t0 = time.perf_counter()
-        self.first: int | None = None
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        self.progress.start()
-        return self.update
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def update(self, done: int, total: int) -> None:
-        if self.first is None:  # a resumed pack starts past zero: rate counts this run's images only
-            self.first = done
-            self.t0 = time.perf_counter()
-        rate = (done - self.first) / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, completed=done, total=total, rate=rate)
 
 
 def _info_lines(manifest: dict) -> Iterator[str]:
@@ -120,11 +78,12 @@ def register(app: typer.Typer) -> None:
         """Pack images into tar shards with an index (readable by webdataset and DALI)."""
         from ..data.store import pack
         from ..plugins import load_plugins
+        from .progress import CountBar
 
         console = _console()
         plugins = None if Path(source).exists() else load_plugins(ctx.obj["plugins"])
         t0 = time.perf_counter()
-        with _Bar("packing") as progress:
+        with CountBar("packing", _console()) as bar:
             manifest = pack(
                 source,
                 out,
@@ -133,7 +92,7 @@ def register(app: typer.Typer) -> None:
                 quality=quality,
                 shard_size=int(shard_size * 2**20),
                 workers=workers,
-                on_progress=progress,
+                on_progress=bar.update,
                 plugins=plugins,
             )
         seconds = time.perf_counter() - t0
@@ -171,9 +130,10 @@ def register(app: typer.Typer) -> None:
     def verify_command(store: Path = typer.Argument(..., help="Store folder written by 'sslkit data pack'.")) -> None:
         """Check every shard and index file against the manifest's sha256 (exit 2 naming the first bad one)."""
         from ..data.store import verify
+        from .progress import CountBar
 
-        with _Bar("verifying") as progress:
-            manifest = verify(store, on_progress=progress)
+        with CountBar("verifying", _console()) as bar:
+            manifest = verify(store, on_progress=bar.update)
         typer.echo(
             f"ok: {store}: {len(manifest['shards'])} shard(s) and the index match the manifest "
             f"({manifest['images']:,} images)"

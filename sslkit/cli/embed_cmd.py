@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -47,17 +46,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embed images with an exported encoder: one row per readable image, written as it goes
         (a re-run continues an interrupted one)."""
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         from ..deploy import OnnxEncoder
         from ..embed_stream import embed_to_disk, open_images
+        from .progress import CountBar
 
         console = _console()
         encoder = OnnxEncoder(model, provider, threads)
@@ -71,26 +62,12 @@ def register(app: typer.Typer) -> None:
             markup=False,
             highlight=False,
         )
-        t0 = time.perf_counter()
-        with Progress(
-            TextColumn("embedding"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[ips]:.0f} img/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as bar:
-            task = bar.add_task("embed", total=len(source), ips=0.0)
-            first: list[int] = []
+        with CountBar("embedding", console, transient=False) as bar:
 
             def progress(done: int, total: int) -> None:
-                if not first:  # the images an earlier run already embedded
-                    first.append(done)
-                    if done:
-                        bar.console.print(f"resuming after {done} of {total} images already embedded", highlight=False)
-                rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, completed=done, ips=rate)
+                if bar.first is None and done:  # the images an earlier run already embedded
+                    bar.console.print(f"resuming after {done} of {total} images already embedded", highlight=False)
+                bar.update(done, total)
 
             result = embed_to_disk(
                 encoder,

@@ -8,6 +8,7 @@ After training: what to do next with the run (probe, export, viz), with its path
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Any
 
 from rich.console import Console
@@ -16,49 +17,66 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..engine.callbacks import Callback
 
 
-class TransferSpeedless(TextColumn):
-    """images/s of a progress task (rich's speed column speaks bytes)."""
+class CountBar:
+    """``with CountBar("packing") as update:`` a bar of images done, with images/s and ETA, fed by
+    the library's ``on_progress(done, total)``. A resumed job starts past zero: the rate counts
+    this run's images only."""
 
-    def __init__(self) -> None:
-        super().__init__("")
+    def __init__(self, label: str, console: Console | None = None, transient: bool = True) -> None:
+        self.progress = Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.0f} img/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True, soft_wrap=True),
+            transient=transient,
+        )
+        self.task = self.progress.add_task(label, total=None, rate=0.0)
+        self.t0 = time.perf_counter()
+        self.first: int | None = None
 
-    def render(self, task: Any) -> Any:
-        from rich.text import Text
+    @property
+    def console(self) -> Console:
+        return self.progress.console
 
-        return Text(f"{task.speed or 0:.0f} img/s")
+    def __enter__(self) -> CountBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first = done
+            self.t0 = time.perf_counter()
+        rate = (done - self.first) / max(time.perf_counter() - self.t0, 1e-9)
+        self.progress.update(self.task, completed=done, total=total, rate=rate)
 
 
 class RichProgress(Callback):
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.progress: Progress | None = None
+        self.packing: CountBar | None = None
         self.task_id: Any = None
         self.epochs = 0
 
     def on_data_progress(self, done: int, total: int) -> None:
         """Packing a folder into the store cache (once): a bar with images/s and ETA."""
-        if self.progress is None:
-            self.progress = Progress(
-                TextColumn("packing images"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TransferSpeedless(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self.progress.start()
-            self.task_id = self.progress.add_task("pack", total=total)
-        self.progress.update(self.task_id, completed=done)
+        if self.packing is None:
+            self.packing = CountBar("packing images", self.console).__enter__()
+        self.packing.update(done, total)
         if done >= total:
-            self.progress.stop()
-            self.progress = None
+            self.packing.__exit__()
+            self.packing = None
 
     def on_start(self, info: dict[str, Any]) -> None:
-        if self.progress is not None:  # a packing bar left open
-            self.progress.stop()
-            self.progress = None
+        if self.packing is not None:  # a packing bar left open
+            self.packing.__exit__()
+            self.packing = None
         self.epochs = info["epochs"]
         self.console.print(
             f"[bold]{info['dataset']}[/]: {info['train_images']} train / {info['heldout_images']} held-out images, "
@@ -131,8 +149,16 @@ class PlainProgress(RichProgress):
 
     def __init__(self, console: Console | None = None, every: int | None = None) -> None:
         super().__init__(console)
+        self.packing_announced = False
         self.every = every
         self.printed = 0
+
+    def on_data_progress(self, done: int, total: int) -> None:
+        # No bar in a log: a line when packing starts and one when it ends.
+        if not self.packing_announced or done >= total:
+            what = "packed" if done >= total else "packing"
+            self.console.print(f"{what} {total:,} images into the store cache", markup=False, highlight=False)
+            self.packing_announced = done < total
 
     def on_step(self, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
         every = self.every or max(1, steps // 10)

@@ -190,14 +190,14 @@ def _normalization(config: RunConfig) -> tuple[tuple[float, ...], tuple[float, .
     return mean, std
 
 
-def make_crop(config: RunConfig, source: Source) -> Crop:
+def make_crop(config: RunConfig, source: Source, description: str | None = None) -> Crop:
     """The crop ``data.crop`` asks for, at ``data.image_size`` (default: the images' own size)."""
     d = config.data
     native = source.uniform_size
     size = d.image_size or (native[0] if native and native[0] == native[1] else None)
     if size is None:
         raise ConfigError(
-            f"{source.description} holds images of different (or non-square) sizes; "
+            f"the images of {description or source.description} differ in size (or are not square); "
             "set the training size with --set data.image_size=N"
         )
     mode = d.crop
@@ -286,7 +286,7 @@ def _train(
     # Data: RAM or a streamed store; a seeded held-out split for pretext accuracy.
     data = load_training_data(config, plugins, place, callbacks)
     config = _with_statistics(config, data)
-    crop = make_crop(config, data.train)
+    crop = make_crop(config, data.train, data.description)
     if state is not None:
         check_resumable(state, config, data.fingerprint, data.images)
     train_src = data.train

@@ -21,6 +21,7 @@ from ..files import atomic_write
 from ..interfaces import Backbone
 from ..plugins import Plugins, load_plugins
 from ..run import Run, load_run
+from .torch_weights import backbone_weights
 
 FORMAT = "sslkit.safetensors/1"
 
@@ -53,19 +54,7 @@ def export_safetensors(
     from safetensors.torch import save_file
 
     r = load_run(run, plugins)
-    name = r.config["backbone"]["name"]
-    options = {k: v for k, v in r.config["backbone"].items() if k != "name"}
-    if torchvision:
-        convert = getattr(r.backbone, "torchvision_state_dict", None)
-        if convert is None:
-            raise ExportError(
-                f"backbone '{name}' has no torchvision equivalent; drop --torchvision to export sslkit's own keys"
-            )
-        state = convert()
-    else:
-        state = r.backbone.state_dict()
-    # Own, contiguous storage per tensor: safetensors refuses shared or strided views.
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+    name, options, state = backbone_weights(r, torchvision)
     metadata = {
         "format": FORMAT,
         "keys": "torchvision" if torchvision else "sslkit",

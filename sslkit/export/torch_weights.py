@@ -51,11 +51,11 @@ class TorchExport:
         )
 
 
-def export_torch(
-    run: str | Path | Run, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
-) -> TorchExport:
-    """Write the run's backbone ``state_dict`` (float tensors as trained) to ``out``, atomically."""
-    r = load_run(run, plugins)
+def backbone_weights(r: Run, torchvision: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+    """(backbone name, its options, its weights) of a run: sslkit's keys, or torchvision's.
+
+    Each tensor gets its own contiguous CPU storage (no views into the checkpoint): a small file,
+    and safetensors refuses shared or strided views."""
     name = r.config["backbone"]["name"]
     options = {k: v for k, v in r.config["backbone"].items() if k != "name"}
     if torchvision:
@@ -67,8 +67,15 @@ def export_torch(
         state = convert()
     else:
         state = r.backbone.state_dict()
-    # Plain contiguous tensors only (no views into the checkpoint's storage): a small, safe file.
-    state = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    return name, options, {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+
+
+def export_torch(
+    run: str | Path | Run, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
+) -> TorchExport:
+    """Write the run's backbone ``state_dict`` (float tensors as trained) to ``out``, atomically."""
+    r = load_run(run, plugins)
+    name, options, state = backbone_weights(r, torchvision)
     out = Path(out)
     atomic_write(out, lambda tmp: torch.save(state, tmp))
     return TorchExport(out, name, options, len(state), torchvision)
