@@ -155,3 +155,14 @@ def test_exclude_test_leaves_out_the_probes_test_split(plugins, tmp_path):
 
     train(cfg, tmp_path / "run", plugins=plugins, callbacks=[Spy()])
     assert info["train_images"] == len(rest) == 64
+
+
+def test_a_tiny_run_is_not_scored_at_chance(plugins, tmp_path):
+    """10 steps leave BatchNorm's running averages at the initialisation: eval mode scored exactly
+    chance (25 %) although the batch-statistics accuracy was 85 %. The statistics are recomputed
+    before such early evaluations; the training curve does not change."""
+    sets = ["backbone.width=0.1", "data.subset=400", "data.batch_size=32", "data.holdout=0.2"]
+    cfg = assemble("rotation", plugins, sets=sets, flags={"epochs": 1, "device": "cpu"})
+    row = train(cfg, tmp_path, plugins=plugins).history[0]
+    assert row["precise_bn_batches"] == 10 and row["train_acc"] > 0.4
+    assert row["heldout_acc"] > 0.6  # chance is 0.25

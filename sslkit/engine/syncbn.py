@@ -28,10 +28,11 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         running_mean, running_var, tracked = self.running_mean, self.running_var, self.num_batches_tracked
         if self.track_running_stats and running_mean is not None and running_var is not None and tracked is not None:
             with torch.no_grad():
-                m = self.momentum if self.momentum is not None else 0.1
+                tracked.add_(1)
+                # momentum None: a cumulative average, as in BatchNorm2d (precise BN relies on it)
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 running_mean.mul_(1 - m).add_(mean, alpha=m)
                 running_var.mul_(1 - m).add_(var * count / (count - 1), alpha=m)
-                tracked.add_(1)
         y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]

@@ -40,6 +40,7 @@ from ..plugins import Plugins, load_plugins
 from .callbacks import Callback
 from .checkpoint import CHECKPOINT, save_checkpoint, write_json, write_jsonl
 from .distributed import Placement, setup, teardown
+from .precise_bn import PRECISE_BATCHES, PRECISE_BELOW_STEPS, recompute_batchnorm
 from .rundir import Resume, RunLock, check_resumable, open_run, resumed_config
 from .syncbn import convert_sync_batchnorm
 
@@ -237,6 +238,32 @@ def evaluate(
         count += n
     model.train(was_training)
     return {"heldout_loss": loss_sum.item() / count, "heldout_acc": correct.item() / count}
+
+
+def _precise_batchnorm(
+    model: PretextModel, source: Source, crop: Crop, config: RunConfig, place: Placement, channels_last: bool
+) -> int:
+    """Recompute BatchNorm statistics from this process's share of the first training batches,
+    with the evaluation crop and fixed pretext draws (see :mod:`sslkit.engine.precise_bn`)."""
+    device, b = place.device, config.data.batch_size
+    local = b // place.world_size
+    n = min(PRECISE_BATCHES, max(1, len(source) // b))
+    shares = [
+        torch.arange(s * b + place.rank * local, s * b + (place.rank + 1) * local) % len(source) for s in range(n)
+    ]
+    generator = _generator(device, config.seed, 8, place.rank)
+    mean, std = _normalization(config)
+
+    def inputs():
+        for batch in iterate_batches(source, shares, device, config.data.workers, config.data.decode):
+            x = normalize(crop.center(batch.images, batch.sizes), mean, std)
+            yield model.task.prepare(x, generator)[0]
+
+    def forward(inputs):
+        with _autocast(device, config.precision):
+            return model(_channels_last(inputs, channels_last))
+
+    return recompute_batchnorm(model, inputs(), forward)
 
 
 def _has_unused_parameters(model: PretextModel, channels: int, size: int, device: torch.device) -> bool:
@@ -460,6 +487,8 @@ def _train(
             "samples_per_s": count_total / seconds,
             "seconds": seconds,
         }
+        if data.heldout is not None and (epoch + 1) * steps < PRECISE_BELOW_STEPS:  # every process: SyncBN
+            record["precise_bn_batches"] = _precise_batchnorm(model, train_src, crop, config, place, channels_last)
         if place.is_main:
             if data.heldout is not None:
                 record.update(evaluate(model, data.heldout, crop, config, device, channels_last))
