@@ -5,8 +5,8 @@
 
 Every case runs in its own subprocess (its own peak RSS), one after another on the same cores:
 
-  raw_read   CIFAR-sized (32 px) raw store read + collate through a DataLoader with --workers
-             (Store.read_batch in __getitems__) vs indexing the same images in one in-memory
+  raw_read   CIFAR-sized (32 px) raw store read by the training loop's own path (iterate_batches:
+             DataLoader workers, Store.read_batch per batch) vs indexing the same images in one in-memory
              uint8 tensor; plus the per-core rate of Store.read one image at a time
   jpeg_read  --jpeg-images 500x375 JPEGs packed at 256 px (pack rate per worker), then a store
              DataLoader (Store.read + centre crop 224) vs torchvision ImageFolder with
@@ -112,35 +112,19 @@ def write_synthetic_store(out: Path, n: int, side: int = 32, shard_images: int =
     (out / fmt.MANIFEST).write_text(json.dumps(manifest))
 
 
-class BatchReader:
-    """A map-style dataset whose batches come from one Store.read_batch call (DataLoader's __getitems__)."""
-
-    def __init__(self, store) -> None:
-        self.store = store
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitems__(self, indices):
-        return self.store.read_batch(indices)
-
-
-def _store_loader(store, workers: int, batches: int | None = None, seed: int = 0, persistent: bool = False):
+def _trainer_batches(store, epochs: int, batches: int | None = None, workers: int = 2, seed: int = 0):
+    """The training loop's own reading path (sslkit.data.source.iterate_batches over a
+    StoreSource): per epoch a seeded permutation cut into batches, one DataLoader per epoch."""
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    sampler = torch.utils.data.RandomSampler(
-        range(len(store)), generator=g, num_samples=None if batches is None else batches * BATCH
-    )
-    return torch.utils.data.DataLoader(
-        BatchReader(store),
-        batch_size=BATCH,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=lambda x: x,
-        persistent_workers=persistent and workers > 0,
-        prefetch_factor=4 if workers else None,
-    )
+    from sslkit.data.source import StoreSource, iterate_batches
+
+    source, g = StoreSource(store), torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(store), generator=g)
+        steps = len(store) // BATCH if batches is None else batches
+        shares = [perm[i * BATCH : (i + 1) * BATCH] for i in range(steps)]
+        yield from iterate_batches(source, shares, torch.device("cpu"), workers)
 
 
 # -- cases (each in its own process) -------------------------------------------------------------
@@ -161,11 +145,10 @@ def case_raw_read(work: Path, workers: int, n: int) -> dict:
         for start in range(0, n, BATCH):
             x = images[perm[start : start + BATCH]]
     memory = 2 * n / (time.perf_counter() - t0)
-    loader = _store_loader(store, workers, persistent=True)
-    for _ in loader:  # warm-up epoch: workers started, pages cached
+    for _ in _trainer_batches(store, 1, workers=workers):  # warm-up epoch: pages cached
         pass
-    t0 = time.perf_counter()
-    count = sum(len(x) for _ in range(2) for x in loader)
+    t0 = time.perf_counter()  # two epochs, worker start-up included, as the trainer pays it
+    count = sum(len(b.images) for b in _trainer_batches(store, 2, workers=workers, seed=1))
     store_rate = count / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for i in range(min(n, 20_000)):
@@ -260,7 +243,7 @@ def case_rss_loader(work: Path, workers: int, n: int, batches: int = 100) -> dic
         write_synthetic_store(path, n)
     store = Store.open(path)
     t0 = time.perf_counter()
-    seen = sum(len(x) for x in _store_loader(store, workers, batches))
+    seen = sum(len(b.images) for b in _trainer_batches(store, 1, batches, workers))
     return {"images": n, "read": seen, "img_s": seen / (time.perf_counter() - t0), **_peak_mb()}
 
 

@@ -236,6 +236,9 @@ class _BatchReader(torch.utils.data.Dataset):
     def __getitem__(self, indices: np.ndarray) -> Batch | list[bytes]:
         if self.encoded:
             return [self.store.read_bytes(int(i)) for i in indices]
+        if self.store.uniform_size is not None:  # one tensor, raw pixels read straight into it
+            images = self.store.read_batch(indices)
+            return Batch(images, torch.tensor(self.store.uniform_size).expand(len(indices), 2).clone())
         return pad_batch([self.store.read(int(i)) for i in indices])
 
 

@@ -276,6 +276,127 @@ def _has_unused_parameters(model: PretextModel, channels: int, size: int, device
     return any(p.requires_grad and p.grad is None for p in probe.parameters())
 
 
+@dataclass
+class Trainee:
+    """What a step changes: the model (and its DDP/compiled wrapper), optimizer, schedule, scaler."""
+
+    model: PretextModel
+    step_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+    channels_last: bool
+
+    def restore(
+        self, state: dict[str, Any], changes: dict[str, list[Any]]
+    ) -> tuple[int, int, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Load a checkpoint's weights and states; (epoch, step, history, resumes) to continue from."""
+        self.model.backbone.load_state_dict(state["backbone"])
+        self.model.task.load_state_dict(state["task"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        epoch, step = int(state["epoch"]), int(state.get("step", 0))
+        resumes = [*state.get("resumes", []), {"epoch": epoch, "step": step, "changes": changes, "time": time.time()}]
+        return epoch, step, list(state["history"]), resumes
+
+    def states(self) -> dict[str, Any]:
+        return {
+            "backbone": self.model.backbone.state_dict(),
+            "task": self.model.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+
+def build_trainee(config: RunConfig, plugins: Plugins, place: Placement, channels: int, size: int) -> Trainee:
+    """The model on the device (SyncBN, channels_last, DDP, compile as configured) and its optimizer."""
+    device, world = place.device, place.world_size
+    model = build_model(config, plugins).to(device)
+    if world > 1 and config.sync_batchnorm:
+        # Before the optimizer sees the parameters; same names, so checkpoints are unchanged.
+        convert_sync_batchnorm(model, device)
+        if config.compile and device.type == "cuda":
+            log.warning(
+                "torch.compile breaks its graph at every SyncBatchNorm; for speed set sync_batchnorm=false "
+                "(per-GPU statistics) or compile=false"
+            )
+    channels_last = bool(config.channels_last) if config.channels_last is not None else device.type != "mps"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model.parameters(), config)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(config.schedule.milestones), gamma=config.schedule.gamma
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    step_model: nn.Module = model
+    if world > 1:
+        unused = _has_unused_parameters(model, channels, size, device)
+        step_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
+    if config.compile:
+        # An nn.Module compiles to an OptimizedModule (a Module); torch's stub only promises a callable.
+        step_model = cast(nn.Module, torch.compile(step_model))
+    return Trainee(model, step_model, optimizer, scheduler, scaler, channels_last)
+
+
+def _payload(
+    config: RunConfig, plugins: Plugins, data: TrainingData, crop: Crop, t: Trainee, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """A checkpoint: the config, versions, where the run stands (``meta``: epoch, step within the
+    next epoch, that epoch's partial sums, history, resumes), the data's identity and all states."""
+    return {
+        "config": config.model_dump(mode="json"),
+        "sslkit_version": __version__,
+        "plugins": plugins.versions(),
+        **meta,
+        "data": {
+            "description": data.description,
+            "shape": [data.channels, crop.size, crop.size],
+            "classes": data.classes,
+            "images": data.images,
+            "fingerprint": data.fingerprint,
+        },
+        **t.states(),
+    }
+
+
+def _run_info(
+    config: RunConfig,
+    place: Placement,
+    data: TrainingData,
+    train_src: Source,
+    crop: Crop,
+    t: Trainee,
+    steps: int,
+    start_epoch: int,
+    start_step: int,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """What the callbacks are told once, before the first step."""
+    return {
+        "device": str(place.device),
+        "world_size": place.world_size,
+        "train_images": len(train_src),
+        "heldout_images": 0 if data.heldout is None else len(data.heldout),
+        "steps_per_epoch": steps,
+        "start_epoch": start_epoch,
+        "start_step": start_step,
+        "epochs": config.epochs,
+        "dataset": data.description,
+        "parameters": sum(p.numel() for p in t.model.backbone.parameters()),
+        "channels_last": t.channels_last,
+        "precision": config.precision,
+        "out_dir": str(out_dir),
+        "image_size": crop.size,
+        "crop": crop.mode,
+        "streaming": not isinstance(train_src, ImageData),
+    }
+
+
 def train(
     config: RunConfig,
     out_dir: str | Path,
@@ -321,44 +442,15 @@ def _train(
         images = train_src.images
         train_src = replace(train_src, images=images.to(device) if images.numel() < 2**31 else images.pin_memory())
 
-    # Model, optimizer, schedule, gradient scaler (fp16 only).
-    model = build_model(config, plugins).to(device)
-    if world > 1 and config.sync_batchnorm:
-        # Before the optimizer sees the parameters; same names, so checkpoints are unchanged.
-        convert_sync_batchnorm(model, device)
-        if config.compile and device.type == "cuda":
-            log.warning(
-                "torch.compile breaks its graph at every SyncBatchNorm; for speed set sync_batchnorm=false "
-                "(per-GPU statistics) or compile=false"
-            )
-    channels_last = bool(config.channels_last) if config.channels_last is not None else device.type != "mps"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model.parameters(), config)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.schedule.milestones), gamma=config.schedule.gamma
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    start_epoch, start_step, history, resumes = 0, 0, [], []
+    # Model, optimizer, schedule, gradient scaler (fp16 only); the checkpoint's state on a resume.
+    t = build_trainee(config, plugins, place, data.channels, crop.size)
+    start_epoch, start_step = 0, 0
+    history: list[dict[str, Any]] = []
+    resumes: list[dict[str, Any]] = []
     if state is not None:
-        model.backbone.load_state_dict(state["backbone"])
-        model.task.load_state_dict(state["task"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, start_step = int(state["epoch"]), int(state.get("step", 0))
-        history, resumes = list(state["history"]), list(state.get("resumes", []))
-        resumes.append({"epoch": start_epoch, "step": start_step, "changes": changes, "time": time.time()})
-    step_model: nn.Module = model
-    if world > 1:
-        unused = _has_unused_parameters(model, data.channels, crop.size, device)
-        step_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
-        )
-    if config.compile:
-        # An nn.Module compiles to an OptimizedModule (a Module); torch's stub only promises a callable.
-        step_model = cast(nn.Module, torch.compile(step_model))
+        start_epoch, start_step, history, resumes = t.restore(state, changes)
+    model, step_model, optimizer, scheduler, scaler = t.model, t.step_model, t.optimizer, t.scheduler, t.scaler
+    channels_last = t.channels_last
 
     batch = config.data.batch_size
     local = batch // world
@@ -366,53 +458,13 @@ def _train(
     steps = max(1, n // batch)  # drop the last partial batch: every rank takes exactly `steps` steps
     if place.is_main and state is None:
         write_json(out_dir / "config.json", config.model_dump(mode="json"))  # once, when the run starts
-    info = {
-        "device": str(device),
-        "world_size": world,
-        "train_images": n,
-        "heldout_images": 0 if data.heldout is None else len(data.heldout),
-        "steps_per_epoch": steps,
-        "start_epoch": start_epoch,
-        "start_step": start_step,
-        "epochs": config.epochs,
-        "dataset": data.description,
-        "parameters": sum(p.numel() for p in model.backbone.parameters()),
-        "channels_last": channels_last,
-        "precision": config.precision,
-        "out_dir": str(out_dir),
-        "image_size": crop.size,
-        "crop": crop.mode,
-        "streaming": not isinstance(train_src, ImageData),
-    }
+    info = _run_info(config, place, data, train_src, crop, t, steps, start_epoch, start_step, out_dir)
     for cb in callbacks:
         cb.on_start(info)
 
     def checkpoint(epoch_done: int, step: int, partial: list[float]) -> None:
-        save_checkpoint(
-            out_dir / CHECKPOINT,
-            {
-                "config": config.model_dump(mode="json"),
-                "sslkit_version": __version__,
-                "plugins": plugins.versions(),
-                "epoch": epoch_done,
-                "step": step,  # steps done in epoch `epoch_done + 1` (0: at an epoch boundary)
-                "partial": partial,  # that epoch's loss * samples, correct, samples, seconds so far
-                "history": history,
-                "resumes": resumes,
-                "data": {
-                    "description": data.description,
-                    "shape": [data.channels, crop.size, crop.size],
-                    "classes": data.classes,
-                    "images": data.images,
-                    "fingerprint": data.fingerprint,
-                },
-                "backbone": model.backbone.state_dict(),
-                "task": model.task.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-            },
-        )
+        meta = {"epoch": epoch_done, "step": step, "partial": partial, "history": history, "resumes": resumes}
+        save_checkpoint(out_dir / CHECKPOINT, _payload(config, plugins, data, crop, t, meta))
 
     every_steps, every_seconds = config.checkpoint.every_steps, (config.checkpoint.every_minutes or 0) * 60
     for epoch in range(start_epoch, config.epochs):
