@@ -21,7 +21,7 @@ from torch import Tensor
 from ...errors import DataError
 from . import format as fmt
 
-MAP_RELEASE = 256 << 20  # bytes a shard map serves before its pages are dropped from RSS
+MAP_RELEASE = 16 << 20  # bytes served through the maps before their pages are dropped from RSS
 
 if TYPE_CHECKING:
     from ..datasets import ImageData
@@ -62,7 +62,8 @@ class Store:
         self._shards = [s["name"] for s in manifest["shards"]]
         self._bytes = [s["bytes"] for s in manifest["shards"]]
         self._fds: dict[int, int] = {}
-        self._maps: dict[int, list[Any]] = {}  # shard -> [mmap, uint8 view, bytes served since release]
+        self._maps: dict[int, tuple[mmap.mmap, np.ndarray]] = {}  # shard -> (map, uint8 view of it)
+        self._served = 0  # bytes read through the maps since their pages were last released
         self._pid = os.getpid()
 
     @classmethod
@@ -217,30 +218,32 @@ class Store:
             bad = int(rows[rows[:, 2] - header != step][0, 0])
             raise DataError(f"{self._bad(bad)} (a sample's size does not match the store's image size)")
         out = np.empty((len(idx), step), dtype=np.uint8)
-        # One vectorised gather per shard from its memory map: ~3x a pread per image measured
-        # here, ~11x with the map kept open (pages are then dropped from RSS every MAP_RELEASE
-        # bytes, so a whole epoch does not grow the process).
-        for shard in np.unique(rows[:, 0]).tolist():
-            sel = rows[:, 0] == shard
-            out[sel] = self._map(shard)[(rows[sel, 1] + header)[:, None] + np.arange(step)]
-            self._release(shard, int(sel.sum()) * step)
+        # Each sample's pixels are one contiguous run of its shard's memory map: a row copy each
+        # (measured here 4.6x a pread per image, 1.4x indexing an in-memory tensor). The kernel
+        # maps ~64 KB around every page fault, so the maps' pages are dropped from this process's
+        # RSS every MAP_RELEASE bytes served: memory stays bounded whatever the store's size.
+        for row, (shard, offset) in enumerate(rows[:, :2].tolist()):
+            start = offset + header
+            out[row] = self._map(shard)[start : start + step]
+        self._served += len(idx) * step
+        if self._served >= MAP_RELEASE:
+            self._release()
         return torch.from_numpy(out.reshape(len(idx), h, w, 3)).permute(0, 3, 1, 2)
 
     def _map(self, shard: int) -> np.ndarray:
         """The shard as a read-only uint8 array over a memory map (one per shard and process)."""
-        fd = self._fd(shard)  # checks the shard's size against the manifest; resets maps after a fork
         entry = self._maps.get(shard)
-        if entry is None:
+        if entry is None or self._pid != os.getpid():
+            fd = self._fd(shard)  # checks the shard's size; after a fork, forgets the parent's maps
             view = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-            entry = self._maps[shard] = [view, np.frombuffer(view, dtype=np.uint8), 0]
+            entry = self._maps[shard] = (view, np.frombuffer(view, dtype=np.uint8))
         return entry[1]
 
-    def _release(self, shard: int, served: int) -> None:
-        entry = self._maps[shard]
-        entry[2] += served
-        if entry[2] >= MAP_RELEASE and hasattr(mmap, "MADV_DONTNEED"):
-            entry[0].madvise(mmap.MADV_DONTNEED)  # file pages leave this process's RSS, stay cached
-            entry[2] = 0
+    def _release(self) -> None:
+        if hasattr(mmap, "MADV_DONTNEED"):  # file pages leave this process's RSS, stay in the page cache
+            for view, _ in self._maps.values():
+                view.madvise(mmap.MADV_DONTNEED)
+        self._served = 0
 
     def to_imagedata(self, indices: np.ndarray | list[int] | None = None) -> ImageData:
         """Every (or the selected) image decoded into one in-memory tensor; same size images only."""
