@@ -21,7 +21,7 @@ from torch import Tensor
 from ...errors import DataError
 from . import format as fmt
 
-MAP_RELEASE = 16 << 20  # bytes served through the maps before their pages are dropped from RSS
+MAP_BUDGET = 64 << 20  # mapped bytes (64 KB windows touched) before the maps' pages are dropped from RSS
 
 if TYPE_CHECKING:
     from ..datasets import ImageData
@@ -63,7 +63,8 @@ class Store:
         self._bytes = [s["bytes"] for s in manifest["shards"]]
         self._fds: dict[int, int] = {}
         self._maps: dict[int, tuple[mmap.mmap, np.ndarray]] = {}  # shard -> (map, uint8 view of it)
-        self._served = 0  # bytes read through the maps since their pages were last released
+        self._touched: set[int] = set()  # 64 KB windows of the maps touched since the last release
+        self._layout: tuple[np.ndarray, np.ndarray, int] | None = None  # see _raw_layout
         self._pid = os.getpid()
 
     @classmethod
@@ -138,7 +139,7 @@ class Store:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_fds"] = {}  # descriptors belong to one process
-        state["_maps"] = {}
+        state["_maps"], state["_touched"], state["_layout"] = {}, set(), None
         state["index"] = None  # mapped again on arrival, not copied through the pickle
         return state
 
@@ -211,24 +212,34 @@ class Store:
                 if len(idx)
                 else torch.empty((0, 3, h, w), dtype=torch.uint8)
             )
-        header, _ = fmt.npy_data_offset(self.read_bytes(int(idx[0]))[:256])
+        shards, offsets, header = self._raw_layout()
         step = h * w * 3
-        rows = np.asarray(self.index[idx, :3])  # shard, offset, size
-        if not (rows[:, 2] - header == step).all():
-            bad = int(rows[rows[:, 2] - header != step][0, 0])
-            raise DataError(f"{self._bad(bad)} (a sample's size does not match the store's image size)")
         out = np.empty((len(idx), step), dtype=np.uint8)
         # Each sample's pixels are one contiguous run of its shard's memory map: a row copy each
-        # (measured here 4.6x a pread per image, 1.4x indexing an in-memory tensor). The kernel
-        # maps ~64 KB around every page fault, so the maps' pages are dropped from this process's
-        # RSS every MAP_RELEASE bytes served: memory stays bounded whatever the store's size.
-        for row, (shard, offset) in enumerate(rows[:, :2].tolist()):
-            start = offset + header
-            out[row] = self._map(shard)[start : start + step]
-        self._served += len(idx) * step
-        if self._served >= MAP_RELEASE:
+        # (measured 4.6x a pread per image). The kernel maps ~64 KB around every page fault, so
+        # the 64 KB windows touched are counted and the maps' pages dropped from this process's
+        # RSS once they could pass MAP_BUDGET: memory stays bounded whatever the store's size.
+        for row, (shard, offset) in enumerate(zip(shards[idx].tolist(), (offsets[idx] + header).tolist(), strict=True)):
+            out[row] = self._map(shard)[offset : offset + step]
+        self._touched.update((shards[idx].astype(np.int64) << 40 | offsets[idx] >> 16).tolist())
+        if len(self._touched) << 16 >= MAP_BUDGET:
             self._release()
         return torch.from_numpy(out.reshape(len(idx), h, w, 3)).permute(0, 3, 1, 2)
+
+    def _raw_layout(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(shard [N] int32, pixel offset [N] int64, .npy header length) of a raw same-size store,
+        read once from the index into compact arrays (12 bytes an image), whose mapped pages are
+        then released: reading must not map the whole index either."""
+        if self._layout is None:
+            sizes = np.asarray(self.index[:, 2])
+            if not (sizes == sizes[0]).all():
+                raise DataError(f"store '{self.path}': raw samples of different byte sizes; run 'sslkit data verify'")
+            header, _ = fmt.npy_data_offset(self.read_bytes(0)[:256])
+            self._layout = (np.asarray(self.index[:, 0], dtype=np.int32), np.asarray(self.index[:, 1]), header)
+            index_map = getattr(self.index, "_mmap", None)  # numpy.memmap's own map (np.load mmap_mode)
+            if index_map is not None and hasattr(mmap, "MADV_DONTNEED"):
+                index_map.madvise(mmap.MADV_DONTNEED)
+        return self._layout
 
     def _map(self, shard: int) -> np.ndarray:
         """The shard as a read-only uint8 array over a memory map (one per shard and process)."""
@@ -243,7 +254,7 @@ class Store:
         if hasattr(mmap, "MADV_DONTNEED"):  # file pages leave this process's RSS, stay in the page cache
             for view, _ in self._maps.values():
                 view.madvise(mmap.MADV_DONTNEED)
-        self._served = 0
+        self._touched.clear()
 
     def to_imagedata(self, indices: np.ndarray | list[int] | None = None) -> ImageData:
         """Every (or the selected) image decoded into one in-memory tensor; same size images only."""
