@@ -296,3 +296,19 @@ def test_mixed_collection_end_to_end_cli(tmp_path):
     sslkit("export", run, "-o", tmp_path / "enc.onnx")
     sslkit("embed", tmp_path / "enc.onnx", tmp_path / "store", "-o", tmp_path / "emb.npy", "--provider", "cpu")
     assert np.load(tmp_path / "emb.npy").shape[0] == 80
+
+
+def test_raw_batches_strided_and_row_by_row_agree(tmp_path, monkeypatch):
+    """The strided gather of a raw store and the row-by-row copy (its fallback) read the same pixels."""
+    from sslkit.data.store import Store, pack
+    from sslkit.data.store.reader import Store as StoreClass
+
+    pack(_folder(tmp_path / "imgs"), tmp_path / "store", encoding="raw")
+    store = Store.open(tmp_path / "store")
+    idx = np.random.default_rng(0).permutation(len(store))[:20]
+    strided = store.read_batch(idx)
+    assert store._strided(0, 32 * 32 * 3, store._raw_layout()[2]) is not None
+    monkeypatch.setattr(StoreClass, "_strided", lambda self, shard, step, header: None)
+    rows = Store.open(tmp_path / "store").read_batch(idx)
+    singles = torch.stack([store.read(int(i)) for i in idx])
+    assert torch.equal(strided, rows) and torch.equal(rows, singles)

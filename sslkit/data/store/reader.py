@@ -65,6 +65,7 @@ class Store:
         self._maps: dict[int, tuple[mmap.mmap, np.ndarray]] = {}  # shard -> (map, uint8 view of it)
         self._touched: set[int] = set()  # 64 KB windows of the maps touched since the last release
         self._layout: tuple[np.ndarray, np.ndarray, int] | None = None  # see _raw_layout
+        self._starts: list[int] = []  # first sample of each shard, and the count at the end
         self._pid = os.getpid()
 
     @classmethod
@@ -215,30 +216,62 @@ class Store:
         shards, offsets, header = self._raw_layout()
         step = h * w * 3
         out = np.empty((len(idx), step), dtype=np.uint8)
-        # Each sample's pixels are one contiguous run of its shard's memory map: a row copy each
-        # (measured 4.6x a pread per image). The kernel maps ~64 KB around every page fault, so
-        # the 64 KB windows touched are counted and the maps' pages dropped from this process's
-        # RSS once they could pass MAP_BUDGET: memory stays bounded whatever the store's size.
-        for row, (shard, offset) in enumerate(zip(shards[idx].tolist(), (offsets[idx] + header).tolist(), strict=True)):
-            out[row] = self._map(shard)[offset : offset + step]
-        self._touched.update((shards[idx].astype(np.int64) << 40 | offsets[idx] >> 16).tolist())
+        # A sample's pixels are one contiguous run of its shard's memory map. Where a shard's
+        # samples lie at a fixed stride (a raw store's tar members all have one size), a batch is
+        # one strided gather per shard (numpy's C loop: measured ~2x indexing an in-memory tensor);
+        # else a row copy each. The kernel maps ~64 KB around every page fault, so the 64 KB
+        # windows touched are counted and the maps' pages dropped from this process's RSS once
+        # they could pass MAP_BUDGET: memory stays bounded whatever the store's size.
+        batch_shards, batch_offsets = shards[idx], offsets[idx] + header
+        for shard in np.unique(batch_shards).tolist():
+            sel = batch_shards == shard
+            rows = self._strided(shard, step, header)
+            if rows is not None:
+                first, stride = int(offsets[self._starts[shard]]) + header, rows.strides[0]
+                out[sel] = rows[(batch_offsets[sel] - first) // stride]
+            else:
+                data = self._map(shard)
+                for row, offset in zip(np.flatnonzero(sel).tolist(), batch_offsets[sel].tolist(), strict=True):
+                    out[row] = data[offset : offset + step]
+        self._touched.update((batch_shards.astype(np.int64) << 40 | batch_offsets >> 16).tolist())
         if len(self._touched) << 16 >= MAP_BUDGET:
             self._release()
         return torch.from_numpy(out.reshape(len(idx), h, w, 3)).permute(0, 3, 1, 2)
+
+    def _strided(self, shard: int, step: int, header: int) -> np.ndarray | None:
+        """The shard's samples as rows [count, step] of its map, when they lie at one stride."""
+        _, offsets, _ = self._raw_layout()
+        start, end = self._starts[shard], self._starts[shard + 1]
+        gaps = np.diff(offsets[start:end])
+        if end - start < 2 or not (gaps == gaps[0]).all() or gaps[0] < step:
+            return None
+        data = self._map(shard)
+        first = int(offsets[start]) + header
+        return np.lib.stride_tricks.as_strided(data[first:], shape=(end - start, step), strides=(int(gaps[0]), 1))
 
     def _raw_layout(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(shard [N] int32, pixel offset [N] int64, .npy header length) of a raw same-size store,
         read once from the index into compact arrays (12 bytes an image), whose mapped pages are
         then released: reading must not map the whole index either."""
         if self._layout is None:
-            sizes = np.asarray(self.index[:, 2])
-            if not (sizes == sizes[0]).all():
-                raise DataError(f"store '{self.path}': raw samples of different byte sizes; run 'sslkit data verify'")
-            header, _ = fmt.npy_data_offset(self.read_bytes(0)[:256])
-            self._layout = (np.asarray(self.index[:, 0], dtype=np.int32), np.asarray(self.index[:, 1]), header)
+            n = len(self.index)
+            shard_of, offsets = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int64)
             index_map = getattr(self.index, "_mmap", None)  # numpy.memmap's own map (np.load mmap_mode)
-            if index_map is not None and hasattr(mmap, "MADV_DONTNEED"):
-                index_map.madvise(mmap.MADV_DONTNEED)
+            first_size = int(self.index[0, 2]) if n else 0
+            for start in range(0, n, 1 << 16):  # in chunks, releasing the index's pages as it goes
+                chunk = np.asarray(self.index[start : start + (1 << 16)])
+                if not (chunk[:, 2] == first_size).all():
+                    raise DataError(
+                        f"store '{self.path}': raw samples of different byte sizes; run 'sslkit data verify'"
+                    )
+                shard_of[start : start + len(chunk)], offsets[start : start + len(chunk)] = chunk[:, 0], chunk[:, 1]
+                if index_map is not None and hasattr(mmap, "MADV_DONTNEED"):
+                    index_map.madvise(mmap.MADV_DONTNEED)
+            if (np.diff(shard_of) < 0).any():
+                raise DataError(f"store '{self.path}': index out of shard order; run 'sslkit data verify'")
+            header, _ = fmt.npy_data_offset(self.read_bytes(0)[:256])
+            self._starts = np.searchsorted(shard_of, np.arange(len(self._shards) + 1)).tolist()
+            self._layout = (shard_of, offsets, header)
         return self._layout
 
     def _map(self, shard: int) -> np.ndarray:
