@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -298,17 +299,17 @@ def test_mixed_collection_end_to_end_cli(tmp_path):
     assert np.load(tmp_path / "emb.npy").shape[0] == 80
 
 
-def test_raw_batches_strided_and_row_by_row_agree(tmp_path, monkeypatch):
-    """The strided gather of a raw store and the row-by-row copy (its fallback) read the same pixels."""
+def test_raw_batches_equal_single_reads_and_a_cut_sample_is_one_line(tmp_path):
+    """read_batch (a preadv per image into the batch) reads the pixels read() decodes; a shard
+    cut short after opening is a one-line error naming it."""
     from sslkit.data.store import Store, pack
-    from sslkit.data.store.reader import Store as StoreClass
+    from sslkit.errors import DataError
 
     pack(_folder(tmp_path / "imgs"), tmp_path / "store", encoding="raw")
     store = Store.open(tmp_path / "store")
     idx = np.random.default_rng(0).permutation(len(store))[:20]
-    strided = store.read_batch(idx)
-    assert store._strided(0, 32 * 32 * 3, store._raw_layout()[2]) is not None
-    monkeypatch.setattr(StoreClass, "_strided", lambda self, shard, step, header: None)
-    rows = Store.open(tmp_path / "store").read_batch(idx)
-    singles = torch.stack([store.read(int(i)) for i in idx])
-    assert torch.equal(strided, rows) and torch.equal(rows, singles)
+    assert torch.equal(store.read_batch(idx), torch.stack([store.read(int(i)) for i in idx]))
+    shard = next((tmp_path / "store").glob("shard-*.tar"))
+    os.truncate(shard, shard.stat().st_size // 2)  # the descriptor is already open and size-checked
+    with pytest.raises(DataError, match="shard-000000.tar.*cut short"):
+        store.read_batch(np.arange(len(store)))

@@ -21,8 +21,6 @@ from torch import Tensor
 from ...errors import DataError
 from . import format as fmt
 
-MAP_BUDGET = 64 << 20  # mapped bytes (64 KB windows touched) before the maps' pages are dropped from RSS
-
 if TYPE_CHECKING:
     from ..datasets import ImageData
 
@@ -62,8 +60,6 @@ class Store:
         self._shards = [s["name"] for s in manifest["shards"]]
         self._bytes = [s["bytes"] for s in manifest["shards"]]
         self._fds: dict[int, int] = {}
-        self._maps: dict[int, tuple[mmap.mmap, np.ndarray]] = {}  # shard -> (map, uint8 view of it)
-        self._touched: set[int] = set()  # 64 KB windows of the maps touched since the last release
         self._layout: tuple[np.ndarray, np.ndarray, int] | None = None  # see _raw_layout
         self._starts: list[int] = []  # first sample of each shard, and the count at the end
         self._pid = os.getpid()
@@ -140,7 +136,7 @@ class Store:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_fds"] = {}  # descriptors belong to one process
-        state["_maps"], state["_touched"], state["_layout"] = {}, set(), None
+        state["_layout"] = None
         state["index"] = None  # mapped again on arrival, not copied through the pickle
         return state
 
@@ -156,7 +152,7 @@ class Store:
 
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: the parent's descriptors share its file offsets
-            self._fds, self._maps, self._pid = {}, {}, os.getpid()
+            self._fds, self._pid = {}, os.getpid()
         fd = self._fds.get(shard)
         if fd is None:
             path = self.path / self._shards[shard]
@@ -216,38 +212,16 @@ class Store:
         shards, offsets, header = self._raw_layout()
         step = h * w * 3
         out = np.empty((len(idx), step), dtype=np.uint8)
-        # A sample's pixels are one contiguous run of its shard's memory map. Where a shard's
-        # samples lie at a fixed stride (a raw store's tar members all have one size), a batch is
-        # one strided gather per shard (numpy's C loop: measured ~2x indexing an in-memory tensor);
-        # else a row copy each. The kernel maps ~64 KB around every page fault, so the 64 KB
-        # windows touched are counted and the maps' pages dropped from this process's RSS once
-        # they could pass MAP_BUDGET: memory stays bounded whatever the store's size.
-        batch_shards, batch_offsets = shards[idx], offsets[idx] + header
-        for shard in np.unique(batch_shards).tolist():
-            sel = batch_shards == shard
-            rows = self._strided(shard, step, header)
-            if rows is not None:
-                first, stride = int(offsets[self._starts[shard]]) + header, rows.strides[0]
-                out[sel] = rows[(batch_offsets[sel] - first) // stride]
-            else:
-                data = self._map(shard)
-                for row, offset in zip(np.flatnonzero(sel).tolist(), batch_offsets[sel].tolist(), strict=True):
-                    out[row] = data[offset : offset + step]
-        self._touched.update((batch_shards.astype(np.int64) << 40 | batch_offsets >> 16).tolist())
-        if len(self._touched) << 16 >= MAP_BUDGET:
-            self._release()
+        rows = out.data.cast("B")  # the array's own buffer, one byte per element
+        # One preadv per image straight into its row of the batch: measured 454k img/s on one
+        # core here, and nothing is mapped, so memory does not grow with the store (a memory map
+        # was faster only until its pages, ~64 KB mapped per fault, had to be released from RSS).
+        fds = {shard: self._fd(shard) for shard in np.unique(shards[idx]).tolist()}
+        batch = zip(shards[idx].tolist(), (offsets[idx] + header).tolist(), strict=True)
+        for row, (shard, offset) in enumerate(batch):
+            if os.preadv(fds[shard], [rows[row * step : (row + 1) * step]], offset) != step:
+                raise DataError(f"{self._bad(shard)} (a sample is cut short)")
         return torch.from_numpy(out.reshape(len(idx), h, w, 3)).permute(0, 3, 1, 2)
-
-    def _strided(self, shard: int, step: int, header: int) -> np.ndarray | None:
-        """The shard's samples as rows [count, step] of its map, when they lie at one stride."""
-        _, offsets, _ = self._raw_layout()
-        start, end = self._starts[shard], self._starts[shard + 1]
-        gaps = np.diff(offsets[start:end])
-        if end - start < 2 or not (gaps == gaps[0]).all() or gaps[0] < step:
-            return None
-        data = self._map(shard)
-        first = int(offsets[start]) + header
-        return np.lib.stride_tricks.as_strided(data[first:], shape=(end - start, step), strides=(int(gaps[0]), 1))
 
     def _raw_layout(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(shard [N] int32, pixel offset [N] int64, .npy header length) of a raw same-size store,
@@ -273,21 +247,6 @@ class Store:
             self._starts = np.searchsorted(shard_of, np.arange(len(self._shards) + 1)).tolist()
             self._layout = (shard_of, offsets, header)
         return self._layout
-
-    def _map(self, shard: int) -> np.ndarray:
-        """The shard as a read-only uint8 array over a memory map (one per shard and process)."""
-        entry = self._maps.get(shard)
-        if entry is None or self._pid != os.getpid():
-            fd = self._fd(shard)  # checks the shard's size; after a fork, forgets the parent's maps
-            view = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
-            entry = self._maps[shard] = (view, np.frombuffer(view, dtype=np.uint8))
-        return entry[1]
-
-    def _release(self) -> None:
-        if hasattr(mmap, "MADV_DONTNEED"):  # file pages leave this process's RSS, stay in the page cache
-            for view, _ in self._maps.values():
-                view.madvise(mmap.MADV_DONTNEED)
-        self._touched.clear()
 
     def to_imagedata(self, indices: np.ndarray | list[int] | None = None) -> ImageData:
         """Every (or the selected) image decoded into one in-memory tensor; same size images only."""
