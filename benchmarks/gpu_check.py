@@ -168,45 +168,23 @@ def _need_cuda(ctx: dict) -> None:
         raise Skip("no CUDA device")
 
 
-def train_nin(ctx: dict) -> dict:
-    _need_cuda(ctx)
-    return _throughput(
-        ctx,
-        "--cases",
-        "ceiling,ceiling_bf16,sslkit,sslkit_bf16,sslkit_bf16_compile,sslkit_nchw",
-        "--steps",
-        str(ctx["steps"]),
-    )
+def _train_case(*args: str):
+    """A case: benchmarks/train_throughput.py on CUDA with these arguments (and --steps)."""
+
+    def case(ctx: dict) -> dict:
+        _need_cuda(ctx)
+        return _throughput(ctx, *args, "--steps", str(ctx["steps"]))
+
+    return case
 
 
-def train_resnet18(ctx: dict) -> dict:
-    _need_cuda(ctx)
-    return _throughput(
-        ctx,
-        "--backbone",
-        "resnet18",
-        "--image-size",
-        "32",
-        "--cases",
-        "ceiling,ceiling_bf16,sslkit,sslkit_bf16",
-        "--steps",
-        str(ctx["steps"]),
-    )
-
-
-def train_alexnet(ctx: dict) -> dict:
-    _need_cuda(ctx)
-    return _throughput(
-        ctx,
-        "--backbone",
-        "alexnet",
-        "--image-size",
-        "96",
-        "--cases",
-        "ceiling,ceiling_bf16,sslkit,sslkit_bf16",
-        "--steps",
-        str(ctx["steps"]),
-    )
+train_nin = _train_case("--cases", "ceiling,ceiling_bf16,sslkit,sslkit_bf16,sslkit_bf16_compile,sslkit_nchw")
+train_resnet18 = _train_case(
+    "--backbone", "resnet18", "--image-size", "32", "--cases", "ceiling,ceiling_bf16,sslkit,sslkit_bf16"
+)
+train_alexnet = _train_case(
+    "--backbone", "alexnet", "--image-size", "96", "--cases", "ceiling,ceiling_bf16,sslkit,sslkit_bf16"
+)
 
 
 PAPER_EPOCH = r"""

@@ -116,6 +116,12 @@ def test_existing_run_is_never_overwritten(tmp_path):
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
+def torchrun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node 2 -m sslkit ARGS` (gloo on CPU)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "sslkit"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600, env=env)
+
+
 def test_torchrun_two_processes_match_one(tmp_path):
     """`torchrun --nproc_per_node 2 -m sslkit train ...` trains with DDP over gloo, and with the
     same global batch gives the loss curve of one process (BatchNorm statistics are global)."""
@@ -146,25 +152,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
         env=env,
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "sslkit",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    two = torchrun(*args, "--out", str(tmp_path / "two"), env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "x2 processes" in two.stderr
     curve = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
@@ -195,25 +183,7 @@ def test_resume_with_a_different_world_size(tmp_path):
         "data.batch_size=32",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "sslkit",
-            *args,
-            "--epochs",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    two = torchrun(*args, "--epochs", "1", env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     one = sslkit(*args, "--epochs", "2", "--resume", env=env)
     assert one.returncode == 0, one.stderr[-3000:]
