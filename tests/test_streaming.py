@@ -71,11 +71,12 @@ def test_store_and_memory_paths_yield_the_same_images(plugins, tmp_path):
     order = torch.randperm(len(memory), generator=torch.Generator().manual_seed(0))
     batches = [order[i : i + 10] for i in range(0, 40, 10)]
     got_m = list(iterate_batches(memory, batches, torch.device("cpu")))
-    got_s = list(iterate_batches(stream, batches, torch.device("cpu"), workers=2))
-    assert len(got_s) == 4
-    for a, b in zip(got_m, got_s, strict=True):
-        assert torch.equal(a.images, b.images)
-        assert b.sizes.tolist() == [[32, 32]] * 10
+    for workers in (2, 0):  # DataLoader workers, and read in this process
+        got_s = list(iterate_batches(stream, batches, torch.device("cpu"), workers=workers))
+        assert len(got_s) == 4
+        for a, b in zip(got_m, got_s, strict=True):
+            assert torch.equal(a.images, b.images)
+            assert a.sizes is None and b.sizes is None  # every image fills its batch, in RAM as in the store
 
 
 def test_store_training_matches_memory_training(plugins, tmp_path):
@@ -299,17 +300,45 @@ def test_mixed_collection_end_to_end_cli(tmp_path):
     assert np.load(tmp_path / "emb.npy").shape[0] == 80
 
 
-def test_raw_batches_equal_single_reads_and_a_cut_sample_is_one_line(tmp_path):
-    """read_batch (a preadv per image into the batch) reads the pixels read() decodes; a shard
-    cut short after opening is a one-line error naming it."""
+@pytest.mark.parametrize("batch_reads", ["auto", "pread"])
+def test_raw_batches_equal_single_reads_and_a_cut_sample_is_one_line(tmp_path, batch_reads):
+    """read_batch (one io_uring call a batch where Linux offers it, else a preadv an image)
+    reads the pixels read() decodes, batches longer than the ring too; a shard cut short after
+    opening is a one-line error naming it."""
     from sslkit.data.store import Store, pack
     from sslkit.errors import DataError
 
-    pack(_folder(tmp_path / "imgs"), tmp_path / "store", encoding="raw")
-    store = Store.open(tmp_path / "store")
-    idx = np.random.default_rng(0).permutation(len(store))[:20]
-    assert torch.equal(store.read_batch(idx), torch.stack([store.read(int(i)) for i in idx]))
-    shard = next((tmp_path / "store").glob("shard-*.tar"))
+    pack(_folder(tmp_path / "imgs", n=300, size=(8, 8)), tmp_path / "store", encoding="raw", shard_size=100_000)
+    store = Store.open(tmp_path / "store", batch_reads=batch_reads)
+    assert len(store.manifest["shards"]) > 1
+    for n in (1, 20, 300):  # 300 > the ring's 256 slots: two submissions
+        idx = np.random.default_rng(n).permutation(len(store))[:n]
+        assert torch.equal(store.read_batch(idx), torch.stack([store.read(int(i)) for i in idx]))
+    shard = sorted((tmp_path / "store").glob("shard-*.tar"))[1]
     os.truncate(shard, shard.stat().st_size // 2)  # the descriptor is already open and size-checked
-    with pytest.raises(DataError, match="shard-000000.tar.*cut short"):
+    with pytest.raises(DataError, match=f"{shard.name}.*cut short"):
         store.read_batch(np.arange(len(store)))
+
+
+def test_batch_reads_fall_back_to_preadv_without_io_uring_and_after_a_broken_ring(tmp_path, monkeypatch):
+    """No io_uring (seccomp, old kernel, not Linux): preadv, same pixels. A ring left half-way by
+    an interrupt is never reused; forked workers open their own (DataLoader, 2 workers)."""
+    from sslkit.data.store import Store, pack, uring
+
+    pack(_folder(tmp_path / "imgs", n=40, size=(8, 8)), tmp_path / "store", encoding="raw")
+    idx = np.arange(40)[::-1].copy()
+    expected = Store.open(tmp_path / "store", batch_reads="pread").read_batch(idx)
+    store = Store.open(tmp_path / "store")
+    assert torch.equal(store.read_batch(idx), expected)
+    ring = store._uring
+    if ring is not None:  # this kernel has io_uring: break the ring, a new one replaces it
+        ring.broken = True
+        assert torch.equal(store.read_batch(idx), expected)
+        assert store._uring is not ring and store._uring is not None
+    source = StoreSource(store)
+    batches = [torch.arange(i, i + 10) for i in range(0, 40, 10)]
+    got = torch.cat([b.images for b in iterate_batches(source, batches, torch.device("cpu"), workers=2)])
+    assert torch.equal(got, store.read_batch(np.arange(40)))
+    monkeypatch.setattr(uring.ReadRing, "open", classmethod(lambda cls, entries=256: None))
+    plain = Store.open(tmp_path / "store")
+    assert torch.equal(plain.read_batch(idx), expected) and plain.batch_reads == "pread"

@@ -236,9 +236,11 @@ class _BatchReader(torch.utils.data.Dataset):
     def __getitem__(self, indices: np.ndarray) -> Batch | list[bytes]:
         if self.encoded:
             return [self.store.read_bytes(int(i)) for i in indices]
-        if self.store.uniform_size is not None:  # one tensor, raw pixels read straight into it
-            images = self.store.read_batch(indices)
-            return Batch(images, torch.tensor(self.store.uniform_size).expand(len(indices), 2).clone())
+        return self.pixels(indices)
+
+    def pixels(self, indices: np.ndarray) -> Batch:
+        if self.store.uniform_size is not None:  # one tensor, raw pixels read straight into it; every
+            return Batch(self.store.read_batch(indices))  # image fills it, as in RAM: no sizes
         return pad_batch([self.store.read(int(i)) for i in indices])
 
 
@@ -264,11 +266,16 @@ def iterate_batches(
         return
     encoded = decode == "gpu" and device.type == "cuda" and source.store.encoding == "jpeg"
     if workers is None:
-        # Raw same-size stores need no decoding: a batch is a copy from a memory map, faster in
-        # this process than the inter-process transfer from a worker (measured in data_scale.py).
+        # Raw same-size stores need no decoding: a batch is one io_uring call (or a pread an
+        # image), faster in this process than the transfer from a worker (data_scale.py).
         raw = source.store.encoding == "raw" and source.uniform_size is not None
         workers = 0 if raw else default_workers()
     sampler = [source.index[b.numpy()] for b in batches]
+    if workers == 0 and not encoded:  # read here, batch by batch: a DataLoader would only add its costs
+        reader = _BatchReader(source.store, encoded=False)
+        for indices in sampler:
+            yield _to_device(reader.pixels(indices), device)
+        return
     loader = torch.utils.data.DataLoader(
         _BatchReader(source.store, encoded),
         sampler=sampler,
@@ -283,7 +290,12 @@ def iterate_batches(
             decoded = type(source.store).decode_gpu(item, device)
             yield _pad_on_device(decoded)
         else:
-            yield Batch(item.images.to(device, non_blocking=True), item.sizes.to(device, non_blocking=True))
+            yield _to_device(item, device)
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    sizes = None if batch.sizes is None else batch.sizes.to(device, non_blocking=True)
+    return Batch(batch.images.to(device, non_blocking=True), sizes)
 
 
 def _pad_on_device(images: list[Tensor]) -> Batch:
