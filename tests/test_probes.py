@@ -185,3 +185,26 @@ def test_frozen_probe_leaves_the_trunk_alone_and_finetune_trains_it(plugins):
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     report = run_probes(trunk, splits, plugins, settings.model_copy(update={"finetune": True}))
     assert "fine-tuned" in report["features"]
+
+
+def test_a_feature_cache_extracts_each_layer_once_and_changes_no_number(plugins, monkeypatch):
+    """sslkit reproduce runs several probes on one trunk: with a shared cache the trunk runs once
+    per split and layer, and every report equals the one computed without the cache."""
+    from sslkit.probes import engine
+
+    trunk = engine.load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"width": 0.1})
+    settings = engine.ProbeSettings(labels_per_class=20, device="cpu", max_steps=2, options={"epochs": 1})
+    splits = engine.load_splits("sample", None, plugins, settings)
+    jobs = [
+        settings.model_copy(update={"probe": "mlp", "layers": ("block1", "block2")}),
+        settings.model_copy(update={"probe": "knn", "layers": ("block2",), "options": {}}),
+    ]
+    plain = [engine.run_probes(trunk, splits, plugins, job) for job in jobs]
+    calls = []
+    real = engine.extract
+    monkeypatch.setattr(engine, "extract", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    cache: engine.FeatureCache = {}
+    cached = [engine.run_probes(trunk, splits, plugins, job, feature_cache=cache) for job in jobs]
+    assert calls == [["block1", "block2"]] * 3  # train, val, test; the kNN job extracted nothing
+    for a, b in zip(plain, cached, strict=True):
+        assert {k: v["test_acc"] for k, v in a["layers"].items()} == {k: v["test_acc"] for k, v in b["layers"].items()}

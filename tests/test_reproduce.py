@@ -22,8 +22,10 @@ def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
         "mlp/block3",
         "mlp/block4",
         "conv/block2",
+        "knn/block2",
         "random/mlp/block2",
         "random/conv/block2",
+        "random/knn/block2",
         "supervised/block3",
         "mlp-finetune/block2",
         "conv-finetune/block2",
@@ -39,10 +41,18 @@ def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
     md = (tmp_path / "reproduce.md").read_text()
     assert "| non-linear probe (Table 1), block2 |" in md and "89.06" in md
     assert "never used for selection" in md
+    assert "| kNN (k=20, cosine, temperature votes), block2 |" in md and rows["knn/block2"]["mode"] == (
+        "frozen, cached, no aug"
+    )
+    assert table["curves"] == "curves.png" and "](curves.png)" in md  # the pretext curves, linked
+    from PIL import Image
+
+    with Image.open(tmp_path / "curves.png") as im:
+        assert im.size[0] > 200 and im.size[1] > 100
     # A second run reuses every finished stage instead of retraining.
     again = reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
     assert [r["ours"] for r in again["rows"]] == [r["ours"] for r in table["rows"]]
-    assert sum("reused" in e for e in events) == 7
+    assert sum("reused" in e for e in events) == 9
 
 
 def test_findings_compare_the_paper_claims():
@@ -69,3 +79,24 @@ def test_unknown_names_and_missing_task_plugins_are_one_line_errors(plugins):
     for name, task in (("rotnet-cifar10", "rotation"), ("context-cifar10", "context")):
         with pytest.raises(ConfigError, match=f"needs the '{task}' pretext task"):
             get_recipe(name, "quick", builtins_only)
+
+
+@pytest.mark.parametrize("name", ["rotnet-cifar10-quick"])
+def test_the_docs_show_the_quick_table_and_curves_as_the_command_wrote_them(plugins, name):
+    """docs/reproduce/NAME/ holds reproduce.json and curves.png of a real run of
+    `sslkit reproduce ... --preset quick` on the CIFAR-10 folder, and its page is exactly the
+    reproduce.md that the command renders from that JSON."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from sslkit.reproduce.runner import to_markdown
+
+    folder = Path(__file__).parent.parent / "docs" / "reproduce" / name
+    table = json.loads((folder / "reproduce.json").read_text())
+    assert (folder / "index.md").read_text() == to_markdown(table)
+    assert table["preset"] == "quick" and not table["smoke"]
+    with Image.open(folder / table["curves"]) as im:
+        im.verify()
+    recipe = get_recipe(table["reproduction"], "quick", plugins)
+    assert {r["row"] for r in table["rows"]} == {f"{j.key}/{layer}" for j in recipe.jobs for layer in j.layers}

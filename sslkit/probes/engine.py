@@ -250,6 +250,28 @@ def train_probe(
     return history, cfg.epochs
 
 
+FeatureCache = dict[tuple[str, str], Tensor]
+
+
+def _features(
+    backbone: Backbone,
+    sets: dict[str, ImageData],
+    layers: list[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    batch_size: int,
+    cache: FeatureCache,
+) -> dict[str, dict[str, Tensor]]:
+    """{split: {layer: features}}, extracting (one trunk pass per split) only what ``cache`` lacks."""
+    missing = [n for n in layers if any((k, n) not in cache for k in sets)]
+    if missing:
+        for k, d in sets.items():
+            for n, f in extract(backbone, d.images, missing, mean, std, device, batch_size).items():
+                cache[(k, n)] = f
+    return {k: {n: cache[(k, n)] for n in layers} for k in sets}
+
+
 def run_probes(
     trunk: Trunk,
     splits: ProbeSplits,
@@ -257,11 +279,18 @@ def run_probes(
     settings: ProbeSettings,
     *,
     on_epoch: EpochHook | None = None,
+    feature_cache: FeatureCache | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``settings.probe`` on each of ``settings.layers`` (default: the last
-    stage); returns the report written as ``probe.json``."""
+    stage); returns the report written as ``probe.json``.
+
+    ``feature_cache``: frozen features of this very trunk on these splits, by (split, layer),
+    from earlier calls; what this call extracts is added (``sslkit reproduce`` runs several
+    probes on one trunk). Used on the cached path when all layers fit ``cache_gb``."""
     device = resolve_device(settings.device)
     backbone = trunk.backbone.to(device)
+    if device.type != "mps":  # as in training: measured 1.7x faster feature extraction on CPU (NIN)
+        backbone = backbone.to(memory_format=torch.channels_last)
     layers = list(settings.layers) or [backbone.last_stage.name]
     if layers == ["all"]:
         layers = backbone.stage_names
@@ -292,10 +321,8 @@ def run_probes(
     results: dict[str, Any] = {}
     for group in groups:
         if cached:
-            feats = {
-                k: extract(backbone, d.images, group, mean, std, device, settings.eval_batch_size)
-                for k, d in sets.items()
-            }
+            cache = feature_cache if feature_cache is not None and len(groups) == 1 else {}
+            feats = _features(backbone, sets, group, mean, std, device, settings.eval_batch_size, cache)
         for layer in group:
             trunk_state = copy.deepcopy(backbone.state_dict()) if settings.finetune else None
             src: dict[str, CachedFeatures | LiveFeatures]

@@ -36,6 +36,8 @@ def extract(
     parts: dict[str, list[Tensor]] = {name: [] for name in layers}
     for start in range(0, images.shape[0], batch_size):
         x = normalize(images[start : start + batch_size].to(device), mean, std)
+        if device.type != "mps":
+            x = x.contiguous(memory_format=torch.channels_last)
         for name, f in backbone(x, list(layers)).items():
             parts[name].append(f)
     backbone.train(was_training)

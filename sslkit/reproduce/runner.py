@@ -19,10 +19,10 @@ import torch
 from ..config import assemble, deep_merge
 from ..engine.callbacks import Callback
 from ..engine.checkpoint import CHECKPOINT, atomic_write, load_checkpoint, write_json
-from ..engine.trainer import train
+from ..engine.trainer import METRICS, train
 from ..errors import ConfigError, UnknownNameError
 from ..plugins import Plugins
-from ..probes.engine import ProbeSettings, load_splits, load_trunk, run_probes
+from ..probes.engine import FeatureCache, ProbeSettings, load_splits, load_trunk, run_probes
 from ..registry import suggest
 from .recipes import RECIPES, ProbeJob, Recipe
 
@@ -103,8 +103,36 @@ def reproduce(
 ) -> dict[str, Any]:
     """Run recipe ``name``/``preset`` into ``out``; returns the table (also written as
     ``reproduce.json`` and ``reproduce.md``)."""
-    say = on_event or (lambda msg: log.info("%s", msg))
     recipe = get_recipe(name, preset, plugins)
+    return run_recipe(
+        recipe,
+        out,
+        plugins,
+        data=data,
+        test_data=test_data,
+        device=device,
+        seed=seed,
+        smoke=smoke,
+        callbacks=callbacks,
+        on_event=on_event,
+    )
+
+
+def run_recipe(
+    recipe: Recipe,
+    out: str | Path,
+    plugins: Plugins,
+    *,
+    data: str | None = None,
+    test_data: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    smoke: bool = False,
+    callbacks: list[Callback] | None = None,
+    on_event: Event | None = None,
+) -> dict[str, Any]:
+    """Run ``recipe`` (a registered one, or a variant of it: benchmarks/quick_sweep.py) into ``out``."""
+    say = on_event or (lambda msg: log.info("%s", msg))
     out = Path(out)
     data = data or ("sample" if smoke else recipe.default_data)
     t0 = time.perf_counter()
@@ -116,12 +144,14 @@ def reproduce(
     exclude = base.test_fraction if test_data is None and data not in plugins.datasets else 0.0
     run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed, exclude)
     pretext_s = time.perf_counter() - t0
+    curves = _curves(run_dir, out)
 
     splits = load_splits(data, test_data, plugins, base)
     if smoke:  # evaluation sets trimmed too: the smoke run checks plumbing, not accuracy
         splits.val = splits.val.select(torch.arange(min(len(splits.val), 100))) if splits.val is not None else None
         splits.test = splits.test.select(torch.arange(min(len(splits.test), 200)))
     rows: list[dict[str, Any]] = []
+    caches: dict[str, FeatureCache] = {"pretext": {}, "random": {}}  # one trunk each: extracted once
     for job in recipe.jobs:
         path = out / "probes" / f"{job.key.replace('/', '-')}.json"
         if path.is_file():  # finished earlier: reuse (never recomputed on a re-run)
@@ -130,7 +160,7 @@ def reproduce(
         else:
             say(f"{job.key}: {job.label}")
             t = time.perf_counter()
-            report = _run_job(job, recipe, run_dir, splits, plugins, base, smoke)
+            report = _run_job(job, recipe, run_dir, splits, plugins, base, smoke, caches.get(job.trunk))
             report["seconds"] = time.perf_counter() - t
             write_json(path, report)
         for layer in job.layers:
@@ -149,8 +179,8 @@ def reproduce(
                 }
             )
     table = {
-        "reproduction": name,
-        "preset": preset,
+        "reproduction": recipe.name,
+        "preset": recipe.preset,
         "task": recipe.task,
         "data": data,
         "smoke": smoke,
@@ -165,16 +195,37 @@ def reproduce(
         "selection": "last epoch; the test split is never used for selection",
         "rows": rows,
         "findings": findings(rows),
+        "curves": curves,
     }
     write_json(out / "reproduce.json", table)
     atomic_write(out / "reproduce.md", lambda tmp: tmp.write_text(to_markdown(table)))
     return table
 
 
+def _curves(run_dir: Path, out: Path) -> str | None:
+    """The pretext run's loss and accuracy per epoch as ``OUT/curves.png`` (None without epochs)."""
+    from ..viz.pictures import curves_figure, read_metrics
+
+    rows = read_metrics(run_dir) if (run_dir / METRICS).is_file() else []
+    if not rows:
+        return None
+    figure = curves_figure(rows)
+    atomic_write(out / "curves.png", lambda tmp: figure.save(tmp, format="PNG"))
+    return "curves.png"
+
+
 def _run_job(
-    job: ProbeJob, recipe: Recipe, run_dir: Path, splits, plugins: Plugins, base: ProbeSettings, smoke: bool
+    job: ProbeJob,
+    recipe: Recipe,
+    run_dir: Path,
+    splits,
+    plugins: Plugins,
+    base: ProbeSettings,
+    smoke: bool,
+    cache: FeatureCache | None = None,
 ) -> dict[str, Any]:
-    options = {**job.options, **(SMOKE_PROBE if smoke else {})}
+    trains = not hasattr(plugins.probes.get(job.probe), "fit")  # kNN has no epochs to cut
+    options = {**job.options, **(SMOKE_PROBE if smoke and trains else {})}
     extra: dict[str, Any] = {}
     if job.trunk == "supervised":
         trunk = load_trunk(
@@ -205,7 +256,7 @@ def _run_job(
             **extra,
         }
     )
-    return run_probes(trunk, splits, plugins, settings)
+    return run_probes(trunk, splits, plugins, settings, feature_cache=cache)
 
 
 def _mode(job: ProbeJob) -> str:
@@ -217,7 +268,7 @@ def findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The paper's qualitative claims, checked on our numbers."""
     ours = {r["row"]: r["ours"] for r in rows}
     checks = []
-    for probe in ("mlp", "conv"):
+    for probe in ("mlp", "conv", "knn"):
         a, b = ours.get(f"{probe}/block2"), ours.get(f"random/{probe}/block2")
         if a is not None and b is not None:
             checks.append(
@@ -258,6 +309,8 @@ def to_markdown(table: dict[str, Any]) -> str:
         paper = "" if r["paper"] is None else f"{r['paper']:.2f}"
         lines.append(f"| {r['label']} | {r['ours']:.2f} | {val} | {paper} | {r['mode']} | {r['seconds']:.0f} |")
     lines += ["", f"Paper numbers: {table['source']}.", ""]
+    if table.get("curves"):
+        lines += [f"![pretext loss and accuracy per epoch]({table['curves']})", ""]
     for f in table["findings"]:
         lines.append(f"- {'holds' if f['holds'] else 'DOES NOT hold'}: {f['claim']} (margin {f['margin']:+.2f} points)")
     return "\n".join(lines) + "\n"
