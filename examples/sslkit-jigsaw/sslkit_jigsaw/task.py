@@ -54,11 +54,12 @@ class JigsawPuzzle(PretextTask):
 
     Config = JigsawConfig
     presets = {
-        # SGD at lr 0.01. Measured on the sample data (chance: 1% for 100 permutations): NIN
-        # width 0.25, 3 epochs: lr 0.1 stayed at chance, lr 0.01 reached 32% (20% held out).
-        # Full-width NIN, 1 epoch: lr 0.1 reached 11.5% (21.7% held out, but held-out loss 23),
-        # lr 0.01 was still at chance after 44 steps. Longer runs decide; this is not final.
-        "default": {"optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}},
+        # AdamW at lr 1e-3: SGD sits on the plateau at chance that jigsaw training is known for.
+        # Measured on 2 CPU cores, NIN width 0.5, bf16, batch 128 (chance: 1% for 100
+        # permutations). CIFAR-10 folder, 8,000 images, 4 epochs (141 s): AdamW reached 21.5%
+        # held-out accuracy, SGD lr 0.01 2.0% (14.6% on its training puzzles). The embedded
+        # sample, 8 epochs (3 min): 58.3% held-out.
+        "default": {"optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4}},
     }
     default_preset = "default"
 
