@@ -20,99 +20,50 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Overrides of the registered quick recipe: backbone options, pretext run-config (nested), and
-# extra epochs for the probe schedules. "shipped" is the recipe exactly as registered.
+
+def setting(
+    width: float,
+    epochs: int,
+    milestones: list[int],
+    *,
+    batch: int = 128,
+    precision: str = "bf16",
+    subset: int | None = None,
+    task: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Overrides of the registered quick recipe: backbone width and the pretext run-config."""
+    pretext: dict[str, Any] = {
+        "epochs": epochs,
+        "precision": precision,
+        "data": {"subset": subset, "batch_size": batch},
+        "schedule": {"milestones": milestones, "gamma": 0.2},
+    }
+    if task:
+        pretext["task"] = task
+    return {"backbone": {"width": width}, "pretext": pretext}
+
+
+# "shipped" is the recipe exactly as registered; the others are variants of it.
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "shipped": {},
-    "w25-fp32": {  # the preset before this sweep: width 0.25, fp32, 5 epochs of 10,000 at batch 64
-        "backbone": {"width": 0.25},
-        "pretext": {
-            "epochs": 5,
-            "precision": "fp32",
-            "data": {"subset": 10000, "batch_size": 64},
-            "schedule": {"milestones": [4], "gamma": 0.2},
-        },
-    },
-    "w50-bf16-e4": {
-        "backbone": {"width": 0.5},
-        "pretext": {
-            "epochs": 4,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 128},
-            "schedule": {"milestones": [3], "gamma": 0.2},
-        },
-    },
-    "w50-bf16-e5-b64": {
-        "backbone": {"width": 0.5},
-        "pretext": {
-            "epochs": 5,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 64},
-            "schedule": {"milestones": [4], "gamma": 0.2},
-        },
-    },
-    "w50-bf16-e4-b64": {  # the same compute as w50-bf16-e4, twice the SGD steps
-        "backbone": {"width": 0.5},
-        "pretext": {
-            "epochs": 4,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 64},
-            "schedule": {"milestones": [3], "gamma": 0.2},
-        },
-    },
-    "w50-bf16-e5": {  # probes share one feature extraction per trunk now: a fifth epoch fits
-        "backbone": {"width": 0.5},
-        "pretext": {
-            "epochs": 5,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 128},
-            "schedule": {"milestones": [4], "gamma": 0.2},
-        },
-    },
-    "w35-bf16-e6": {
-        "backbone": {"width": 0.35},
-        "pretext": {
-            "epochs": 6,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 64},
-            "schedule": {"milestones": [4, 5], "gamma": 0.2},
-        },
-    },
-    # context-cifar10: the registered quick preset pretrained for about 1 minute of its 15 (width
+    # rotnet-cifar10; the preset before this sweep: width 0.25, fp32, 5 epochs of 10,000 at batch 64
+    "w25-fp32": setting(0.25, 5, [4], batch=64, precision="fp32", subset=10000),
+    "w50-bf16-e4": setting(0.5, 4, [3]),
+    "w50-bf16-e4-b64": setting(0.5, 4, [3], batch=64),  # the same compute, twice the SGD steps
+    "w50-bf16-e5": setting(0.5, 5, [4]),  # probes share one feature extraction per trunk: it fits
+    "w50-bf16-e5-b64": setting(0.5, 5, [4], batch=64),
+    "w35-bf16-e6": setting(0.35, 6, [4, 5], batch=64),
+    # context-cifar10: its registered quick preset pretrained for about 1 minute of its 15 (width
     # 0.25, 5 epochs of 10,000 images); these give it the budget.
-    "ctx-w50-bf16-e25": {
-        "backbone": {"width": 0.5},
-        "pretext": {
-            "epochs": 25,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 128},
-            "schedule": {"milestones": [15, 22], "gamma": 0.2},
-        },
-    },
+    "ctx-w50-bf16-e25": setting(0.5, 25, [15, 22]),
     # The same without the countermeasures that move the trunk's inputs away from the probe's:
     # green-magenta projection and per-patch normalisation (32-px CIFAR images were downsampled:
     # no chromatic aberration to exploit; patches keep the dataset normalisation the probe uses).
-    "ctx-w50-bf16-e25-plain": {
-        "backbone": {"width": 0.5},
-        "pretext": {
-            "epochs": 25,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 128},
-            "schedule": {"milestones": [15, 22], "gamma": 0.2},
-            "task": {"chromatic": "none", "patch_norm": "none"},
-        },
-    },
+    "ctx-w50-bf16-e25-plain": setting(0.5, 25, [15, 22], task={"chromatic": "none", "patch_norm": "none"}),
     # ... and mostly in colour: the probe classifies colour images (grayscale 0.66 -> 0.2).
-    "ctx-w50-bf16-e25-colour": {
-        "backbone": {"width": 0.5},
-        "pretext": {
-            "epochs": 25,
-            "precision": "bf16",
-            "data": {"subset": None, "batch_size": 128},
-            "schedule": {"milestones": [15, 22], "gamma": 0.2},
-            "task": {"chromatic": "none", "patch_norm": "none", "grayscale": 0.2},
-        },
-    },
+    "ctx-w50-bf16-e25-colour": setting(
+        0.5, 25, [15, 22], task={"chromatic": "none", "patch_norm": "none", "grayscale": 0.2}
+    ),
 }
 
 
