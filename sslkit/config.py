@@ -84,8 +84,12 @@ class OptimConfig(_Section):
 
 
 class ScheduleConfig(_Section):
-    milestones: tuple[int, ...] = Field((30, 60, 80), description="epochs after which lr *= gamma")
-    gamma: float = Field(0.2, gt=0, description="learning-rate factor at each milestone")
+    kind: Literal["step", "cosine", "linear"] = Field(
+        "step", description="step: x gamma after each milestone; cosine / linear: per step down to 0 at the end"
+    )
+    milestones: tuple[int, ...] = Field((30, 60, 80), description="step: epochs after which lr *= gamma")
+    gamma: float = Field(0.2, gt=0, description="step: learning-rate factor at each milestone")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear ramp of the learning rate from ~0 over these epochs")
 
 
 class CheckpointConfig(_Section):

@@ -208,3 +208,107 @@ def test_a_feature_cache_extracts_each_layer_once_and_changes_no_number(plugins,
     assert calls == [["block1", "block2"]] * 3  # train, val, test; the kNN job extracted nothing
     for a, b in zip(plain, cached, strict=True):
         assert {k: v["test_acc"] for k, v in a["layers"].items()} == {k: v["test_acc"] for k, v in b["layers"].items()}
+
+
+def test_tiled_trunk_reads_each_tile_on_its_own_and_stitches_the_maps():
+    from sslkit.probes.features import run_trunk
+
+    nin = create_backbone("nin", blocks=3, width=0.1).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tiled = run_trunk(nin, x, ["block1", "block2"], tiles=2)
+        whole = nin(x, ["block2"])["block2"]
+        assert tiled["block2"].shape == whole.shape  # stitched: the whole-image shape
+        for name, maps in tiled.items():
+            h, w = maps.shape[-2] // 2, maps.shape[-1] // 2
+            for i in range(2):
+                for j in range(2):
+                    alone = nin(x[..., 16 * i : 16 * (i + 1), 16 * j : 16 * (j + 1)], [name])[name]
+                    torch.testing.assert_close(maps[..., i * h : (i + 1) * h, j * w : (j + 1) * w], alone)
+        assert not torch.allclose(tiled["block2"], whole)  # tiles do not see their neighbours
+
+
+def test_probe_command_tiles(plugins, tmp_path, capsys):
+    args = ["probe", "--random-init", "--backbone", "nin", "--backbone-set", "width=0.1", "--probe", "knn"]
+    args += ["--layer", "block2", "-k", "20", "--device", "cpu", "--out", str(tmp_path)]
+    code, _, err = _cli(capsys, *args, "--tiles", "4")
+    assert code == 0, err
+    report = json.loads((tmp_path / "probe-random-init.json").read_text())
+    assert report["settings"]["tiles"] == 4 and report["layers"]["block2"]["feature_shape"][1:] == [8, 8]
+    code, _, err = _cli(capsys, *args, "--tiles", "3")
+    assert code == 2 and "--tiles 3 does not divide 32x32" in err and len(err.strip().splitlines()) == 1
+    mlp = [a if a != "knn" else "mlp" for a in args] + ["--set", "epochs=1", "--flip", "--tiles", "2"]
+    code, _, err = _cli(capsys, *mlp)
+    assert code == 0, err
+    report = json.loads((tmp_path / "probe-random-init.json").read_text())
+    assert report["settings"]["flip"] and "flip augmentation" in report["features"]
+    code, _, err = _cli(capsys, *mlp, "--augment")
+    assert code == 2 and "--flip applies to cached features" in err
+
+
+def test_cached_flip_draws_each_training_sample_from_the_image_or_its_mirror():
+    from sslkit.probes.features import CachedFeatures
+
+    plain, mirrored = torch.zeros(64, 3), torch.ones(64, 3)
+    src = CachedFeatures(plain, mirrored)
+    idx = torch.arange(64)
+    got = src.batch(idx, torch.Generator().manual_seed(0), train=True)
+    assert set(got[:, 0].tolist()) == {0.0, 1.0} and (got == got[:, :1]).all()  # whole samples, both kinds
+    again = src.batch(idx, torch.Generator().manual_seed(0), train=True)
+    assert torch.equal(got, again)  # seeded by the training loop's generator
+    assert torch.equal(src.batch(idx, None, train=False), plain)  # evaluation: the images as they are
+    with pytest.raises(ValueError, match="Generator"):
+        src.batch(idx, None, train=True)
+
+
+def test_probe_flip_extracts_the_mirrored_training_split_once(plugins, monkeypatch):
+    from sslkit.data.augment import normalize
+    from sslkit.probes import engine
+
+    trunk = engine.load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"width": 0.1})
+    settings = engine.ProbeSettings(
+        labels_per_class=20, device="cpu", max_steps=2, options={"epochs": 1}, layers=("block2",), flip=True
+    )
+    splits = engine.load_splits("sample", None, plugins, settings)
+    calls = []
+    real = engine.extract
+    monkeypatch.setattr(engine, "extract", lambda *a, **k: calls.append((len(a[1]), a[8])) or real(*a, **k))
+    cache: engine.FeatureCache = {}
+    report = engine.run_probes(trunk, splits, plugins, settings, feature_cache=cache)
+    assert sorted(calls) == sorted(
+        [(len(splits.train), False), (len(splits.train), True), (len(splits.val), False), (len(splits.test), False)]
+    )
+    assert "flip augmentation" in report["features"]
+    mirrored = cache[("train-mirrored", "block2", 1, "fp32")]
+    with torch.no_grad():
+        x = normalize(splits.train.images[:4].flip(-1), *splits.train.stats())
+        torch.testing.assert_close(mirrored[:4], trunk.backbone.eval()(x, ["block2"])["block2"], atol=1e-4, rtol=1e-4)
+    calls.clear()
+    knn = settings.model_copy(update={"probe": "knn", "options": {}})
+    assert "no augmentation" in engine.run_probes(trunk, splits, plugins, knn, feature_cache=cache)["features"]
+    assert calls == []  # kNN trains nothing: the cached unflipped features serve it
+    with pytest.raises(engine.ConfigError, match="--flip applies to cached features"):
+        engine.run_probes(trunk, splits, plugins, settings.model_copy(update={"augment": True}))
+
+
+def test_features_are_read_at_the_runs_training_precision(plugins, tmp_path):
+    """precision auto: a bf16 run's trunk is read under bf16 autocast (features stored as float32),
+    close to the fp32 pass; --precision fp32 overrides it."""
+    from sslkit.config import assemble
+    from sslkit.engine.trainer import train
+    from sslkit.probes import engine
+
+    sets = ["backbone.blocks=3", "backbone.width=0.1", "data.subset=64", "data.batch_size=32", "precision=bf16"]
+    train(assemble("rotation", plugins, sets=sets, flags={"epochs": 1, "device": "cpu"}), tmp_path, plugins=plugins)
+    trunk = engine.load_trunk(tmp_path, plugins)
+    settings = engine.ProbeSettings(probe="knn", layers=("block2",), labels_per_class=10, device="cpu")
+    splits = engine.load_splits("sample", None, plugins, settings)
+    caches: dict[str, engine.FeatureCache] = {"auto": {}, "fp32": {}}
+    for precision, cache in caches.items():
+        report = engine.run_probes(
+            trunk, splits, plugins, settings.model_copy(update={"precision": precision}), feature_cache=cache
+        )
+        assert ("bf16 autocast" in report["features"]) == (precision == "auto")
+    bf16, fp32 = caches["auto"][("test", "block2", 1, "bf16")], caches["fp32"][("test", "block2", 1, "fp32")]
+    assert bf16.dtype == fp32.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).norm() / fp32.norm() < 0.05

@@ -55,6 +55,20 @@ def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
     assert sum("reused" in e for e in events) == 9
 
 
+def test_context_probes_read_both_trunks_at_the_patch_scale(plugins, tmp_path):
+    """context-cifar10 probes its pretext and random-init trunks on 4 x 4 tiles of 8 px (the
+    patch size it trained on), quick probes that train with mirrored features too; the
+    supervised baseline trains on whole images."""
+    table = reproduce("context-cifar10", "quick", tmp_path, plugins, device="cpu", smoke=True)
+    modes = {r["row"]: r["mode"] for r in table["rows"]}
+    assert modes["mlp/block2"] == modes["random/conv/block2"] == "frozen, cached, flip, 4x4 tiles"
+    assert modes["knn/block2"] == "frozen, cached, no aug, 4x4 tiles"  # kNN trains nothing to augment
+    assert modes["supervised/block3"] == "fine-tuned, crop+flip"
+    for row, tiles in (("mlp", 4), ("random-knn", 4), ("supervised", 1)):
+        assert json.loads((tmp_path / "probes" / f"{row}.json").read_text())["settings"]["tiles"] == tiles
+    assert "4x4 tiles" in (tmp_path / "reproduce.md").read_text()
+
+
 def test_findings_compare_the_paper_claims():
     rows = [
         {"row": "mlp/block1", "ours": 50.0},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -173,11 +174,13 @@ class _CrashAt(Callback):
             raise KeyboardInterrupt
 
 
-def test_mid_epoch_checkpoint_resumes_at_its_step(plugins, tmp_path):
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_mid_epoch_checkpoint_resumes_at_its_step(plugins, tmp_path, schedule):
     """checkpoint.every_steps: a run killed mid-epoch resumes at the saved step and ends with the
-    uninterrupted run's metrics and weights."""
+    uninterrupted run's metrics and weights (cosine: a new rate every step, recomputed on resume)."""
     folder = _folder(tmp_path / "imgs", n=200)
-    extra = ["checkpoint.every_steps=3", "data.holdout=0.04"]  # 192 images, 12 steps an epoch
+    # 192 images, 12 steps an epoch
+    extra = ["checkpoint.every_steps=3", "data.holdout=0.04", f"schedule.kind={schedule}"]
     straight = train(_config(plugins, str(folder), 2, extra), tmp_path / "a", plugins=plugins).history
     with pytest.raises(KeyboardInterrupt):
         train(_config(plugins, str(folder), 2, extra), tmp_path / "b", plugins=plugins, callbacks=[_CrashAt(10)])
@@ -185,6 +188,8 @@ def test_mid_epoch_checkpoint_resumes_at_its_step(plugins, tmp_path):
     assert (state["epoch"], state["step"]) == (1, 9)
     resumed = train(_config(plugins, str(folder), 2, extra), tmp_path / "b", plugins=plugins, resume=True).history
     assert _strip(resumed) == _strip(straight)
+    if schedule == "cosine":  # each epoch records its last step's rate: 0.1 x cos schedule at 11/24, 23/24
+        assert [r["lr"] for r in straight] == pytest.approx([0.05 * (1 + math.cos(math.pi * k / 24)) for k in (11, 23)])
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["backbone"]
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["backbone"]
     for key in a:

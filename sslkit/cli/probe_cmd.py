@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # typer shows the choices and rejects others
 
 
 def print_report(report: dict[str, Any], console: Any) -> None:
@@ -106,6 +108,21 @@ def register(app: typer.Typer) -> None:
         select: str = typer.Option(
             "last", "--select", help="last: report the last epoch; val: the best validation epoch."
         ),
+        flip: bool = typer.Option(
+            False,
+            "--flip",
+            help="Cached features: also of the mirrored training images, one of the two drawn per sample "
+            "(flip augmentation for one more trunk pass over the training split).",
+        ),
+        precision: Precision = typer.Option(
+            "auto", "--precision", help="Autocast of the cached feature pass [default: the run's training precision]."
+        ),
+        tiles: int = typer.Option(
+            1,
+            "--tiles",
+            help="Read each image as TILES x TILES patches, each through the trunk on its own, maps stitched "
+            "(trunks pretrained on patches: context prediction).",
+        ),
         random_init: bool = typer.Option(
             False, "--random-init", help="Randomly initialised trunk (the paper's baseline)."
         ),
@@ -147,6 +164,9 @@ def register(app: typer.Typer) -> None:
                 select=select,
                 seed=seed,
                 device=device,
+                tiles=tiles,
+                flip=flip,
+                precision=precision,
             )
         except ValidationError as exc:  # checked before any data or weights are loaded
             raise ConfigError(option_error(exc, ProbeSettings)) from None

@@ -4,7 +4,7 @@ A checkpoint is a plain dict of tensors and JSON-like values, so it loads with
 ``torch.load(path, weights_only=True)``: ``config`` (the full RunConfig), ``plugins`` (their
 versions), ``epoch`` (epochs completed), ``history`` (metrics per epoch), ``data`` (image shape,
 normalisation, classes), the ``backbone`` and ``task`` weights, and the ``optimizer`` and
-``scheduler`` states.
+gradient ``scaler`` states (the learning rate is a function of the step: ``engine.schedule``).
 """
 
 from __future__ import annotations

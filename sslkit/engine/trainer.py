@@ -3,9 +3,9 @@
     source (RAM tensor or packed store) -> this process's uint8 batch [b, C, H, W] on the device
       -> crop + flip (drawn for the global batch, sliced) -> [b, C, S, S] -> normalise
       -> task.prepare -> (inputs, targets [M]) -> task.forward(backbone, inputs) -> logits [M, K]
-      -> task.loss -> backward -> SGD step
+      -> task.loss -> backward -> SGD step at the schedule's lr for (epoch, step)
     every N steps/minutes and at the end of each epoch: an atomic checkpoint;
-    end of epoch: lr schedule, held-out pretext accuracy, metrics.jsonl.
+    end of epoch: held-out pretext accuracy, metrics.jsonl.
 
 Every random draw comes from a generator seeded by (seed, epoch, step[, rank]), so any step
 replays identically: a run killed mid-epoch resumes at the step it stopped and ends with the
@@ -41,7 +41,9 @@ from .callbacks import Callback
 from .checkpoint import CHECKPOINT, save_checkpoint, write_json, write_jsonl
 from .distributed import Placement, setup, teardown
 from .precise_bn import PRECISE_BATCHES, PRECISE_BELOW_STEPS, recompute_batchnorm
+from .precision import autocast
 from .rundir import Resume, RunLock, check_resumable, open_run, resumed_config
+from .schedule import lr_factor, set_lr
 from .syncbn import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
@@ -128,14 +130,6 @@ def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
             weight_decay=o.weight_decay,
         )
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return nullcontext()
 
 
 def load_training_data(
@@ -230,7 +224,7 @@ def evaluate(
     for batch in iterate_batches(heldout, batches, device, config.data.workers, config.data.decode):
         x = normalize(crop.center(batch.images, batch.sizes), *_normalization(config))
         inputs, targets = model.task.prepare(x, generator)
-        with _autocast(device, config.precision):
+        with autocast(device, config.precision):
             logits = model(_channels_last(inputs, channels_last)).float()
         n = targets.shape[0]
         loss_sum += model.task.loss(logits, targets).double() * n
@@ -260,7 +254,7 @@ def _precise_batchnorm(
             yield model.task.prepare(x, generator)[0]
 
     def forward(inputs):
-        with _autocast(device, config.precision):
+        with autocast(device, config.precision):
             return model(_channels_last(inputs, channels_last))
 
     return recompute_batchnorm(model, inputs(), forward)
@@ -283,7 +277,6 @@ class Trainee:
     model: PretextModel
     step_model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.MultiStepLR
     scaler: torch.amp.GradScaler
     channels_last: bool
 
@@ -293,8 +286,9 @@ class Trainee:
         """Load a checkpoint's weights and states; (epoch, step, history, resumes) to continue from."""
         self.model.backbone.load_state_dict(state["backbone"])
         self.model.task.load_state_dict(state["task"])
+        # The learning rate is recomputed each step (engine.schedule); checkpoints before 0.1.1
+        # also carry a "scheduler" entry, unused.
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         epoch, step = int(state["epoch"]), int(state.get("step", 0))
@@ -306,7 +300,6 @@ class Trainee:
             "backbone": self.model.backbone.state_dict(),
             "task": self.model.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
         }
 
@@ -327,9 +320,6 @@ def build_trainee(config: RunConfig, plugins: Plugins, place: Placement, channel
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), config)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.schedule.milestones), gamma=config.schedule.gamma
-    )
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     step_model: nn.Module = model
     if world > 1:
@@ -340,7 +330,7 @@ def build_trainee(config: RunConfig, plugins: Plugins, place: Placement, channel
     if config.compile:
         # An nn.Module compiles to an OptimizedModule (a Module); torch's stub only promises a callable.
         step_model = cast(nn.Module, torch.compile(step_model))
-    return Trainee(model, step_model, optimizer, scheduler, scaler, channels_last)
+    return Trainee(model, step_model, optimizer, scaler, channels_last)
 
 
 def _payload(
@@ -449,7 +439,7 @@ def _train(
     resumes: list[dict[str, Any]] = []
     if state is not None:
         start_epoch, start_step, history, resumes = t.restore(state, changes)
-    model, step_model, optimizer, scheduler, scaler = t.model, t.step_model, t.optimizer, t.scheduler, t.scaler
+    model, step_model, optimizer, scaler = t.model, t.step_model, t.optimizer, t.scaler
     channels_last = t.channels_last
 
     batch = config.data.batch_size
@@ -474,6 +464,7 @@ def _train(
         first = start_step if epoch == start_epoch else 0
         shares = [order[s * batch + rank * local : s * batch + (rank + 1) * local] for s in range(first, steps)]
         partial = state.get("partial") if state is not None and epoch == start_epoch and first else None
+        lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.float64)
         count, seconds_before = 0, 0.0
@@ -488,11 +479,12 @@ def _train(
         for step, loaded in enumerate(batches, start=first):  # uint8 [local, C, H, W] on the device
             x = crop(loaded.images, loaded.sizes, _generator(device, config.seed, epoch, step, 1), batch, rank * local)
             x = normalize(x, *norm)  # [local, C, S, S] float
+            lr = set_lr(optimizer, config.optim.lr * lr_factor(config.schedule, config.epochs, epoch, step, steps))
             torch.manual_seed(_seed(config.seed, epoch, step, 2, rank))  # module randomness (dropout)
             inputs, targets = model.task.prepare(
                 x, _generator(device, config.seed, epoch, step, 3, rank)
             )  # e.g. [4b, C, S, S], [4b]
-            with _autocast(device, config.precision):
+            with autocast(device, config.precision):
                 logits = step_model(_channels_last(inputs, channels_last))  # [M, K]
             loss = model.task.loss(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
@@ -527,8 +519,6 @@ def _train(
                     checkpoint(epoch, step + 1, [*sums, seconds_before + now - t0])
                 last_save = now
         seconds = seconds_before + time.perf_counter() - t0
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
         loss_total, correct_total, count_total = _global_sums(loss_sum, correct, count, world, device)
         record = {
             "epoch": epoch + 1,

@@ -48,6 +48,11 @@ class ProbeSettings(BaseModel):
     layers: tuple[str, ...] = ()
     finetune: bool = False
     augment: bool = Field(False, description="crop + flip per batch (the paper's protocol); off: cached features")
+    flip: bool = Field(
+        False,
+        description="cached features: also cache the mirrored training images' and train each sample on one of "
+        "the two at random (the flip of the paper's crop + flip; one more trunk pass over the training split)",
+    )
     labels_per_class: int | None = Field(None, ge=1)
     epoch_size: int | None = Field(None, ge=1, description="samples per epoch (default: the full training split)")
     val_fraction: float = Field(0.1, ge=0, lt=0.5)
@@ -58,6 +63,12 @@ class ProbeSettings(BaseModel):
     eval_batch_size: int = Field(256, ge=1)
     cache_gb: float = Field(4.0, gt=0, description="above this, features are extracted one layer at a time")
     max_steps: int | None = Field(None, ge=1, description="cap on steps per epoch (smoke tests)")
+    tiles: int = Field(
+        1, ge=1, description="read each image as tiles x tiles patches and stitch the maps (patch-trained trunks)"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="cached features: autocast of the trunk pass; auto: the precision the run trained in"
+    )
 
 
 @dataclass
@@ -250,7 +261,8 @@ def train_probe(
     return history, cfg.epochs
 
 
-FeatureCache = dict[tuple[str, str], Tensor]
+FeatureCache = dict[tuple[str, str, int, str], Tensor]  # (split, layer, tiles, precision) -> features
+MIRRORED = "-mirrored"
 
 
 def _features(
@@ -261,15 +273,20 @@ def _features(
     std: Sequence[float],
     device: torch.device,
     batch_size: int,
+    tiles: int,
+    precision: str,
     cache: FeatureCache,
 ) -> dict[str, dict[str, Tensor]]:
-    """{split: {layer: features}}, extracting (one trunk pass per split) only what ``cache`` lacks."""
-    missing = [n for n in layers if any((k, n) not in cache for k in sets)]
-    if missing:
-        for k, d in sets.items():
-            for n, f in extract(backbone, d.images, missing, mean, std, device, batch_size).items():
-                cache[(k, n)] = f
-    return {k: {n: cache[(k, n)] for n in layers} for k in sets}
+    """{split: {layer: features}}, extracting (one trunk pass per split) only what ``cache`` lacks.
+    A split named NAME + MIRRORED is split NAME's images flipped horizontally."""
+    for k, d in sets.items():
+        missing = [n for n in layers if (k, n, tiles, precision) not in cache]
+        if missing:
+            mirror = k.endswith(MIRRORED)
+            feats = extract(backbone, d.images, missing, mean, std, device, batch_size, tiles, mirror, precision)
+            for n, f in feats.items():
+                cache[(k, n, tiles, precision)] = f
+    return {k: {n: cache[(k, n, tiles, precision)] for n in layers} for k in sets}
 
 
 def run_probes(
@@ -308,12 +325,19 @@ def run_probes(
     assert splits.train.labels is not None and splits.test.labels is not None
     cached = not settings.finetune and (not settings.augment or nonparametric)
     sets = {"train": splits.train, "test": splits.test, **({"val": splits.val} if splits.val is not None else {})}
+    if settings.flip and not cached:
+        raise ConfigError("--flip applies to cached features; --augment and --finetune already flip")
+    flip = settings.flip and not nonparametric  # kNN trains nothing: nothing to augment
+    precision = settings.precision if settings.precision != "auto" else _run_precision(trunk)
+    extract_sets = {**sets, **({"train" + MIRRORED: splits.train} if flip else {})}
 
     # Cached path: every layer's features in one trunk pass, unless they would not fit.
     feats: dict[str, dict[str, Tensor]] = {}
     if cached:
-        per_sample = sum(math.prod(_stage_shape(backbone, n, splits.train, mean, std, device)) for n in layers)
-        total = per_sample * 4 * sum(len(d) for d in sets.values())
+        per_sample = sum(
+            math.prod(_stage_shape(backbone, n, splits.train, mean, std, device, settings.tiles)) for n in layers
+        )
+        total = per_sample * 4 * sum(len(d) for d in extract_sets.values())
         groups = [layers] if total <= settings.cache_gb * 2**30 else [[n] for n in layers]
     else:
         groups = [[n] for n in layers]
@@ -322,12 +346,24 @@ def run_probes(
     for group in groups:
         if cached:
             cache = feature_cache if feature_cache is not None and len(groups) == 1 else {}
-            feats = _features(backbone, sets, group, mean, std, device, settings.eval_batch_size, cache)
+            feats = _features(
+                backbone,
+                extract_sets,
+                group,
+                mean,
+                std,
+                device,
+                settings.eval_batch_size,
+                settings.tiles,
+                precision,
+                cache,
+            )
         for layer in group:
             trunk_state = copy.deepcopy(backbone.state_dict()) if settings.finetune else None
             src: dict[str, CachedFeatures | LiveFeatures]
             if cached:
-                src = {k: CachedFeatures(v[layer]) for k, v in feats.items()}
+                mirrored = feats["train" + MIRRORED][layer] if flip else None
+                src = {k: CachedFeatures(feats[k][layer], mirrored if k == "train" else None) for k in sets}
             else:
                 src = {
                     k: LiveFeatures(
@@ -339,6 +375,7 @@ def run_probes(
                         device,
                         augment=settings.augment,
                         finetune=settings.finetune,
+                        tiles=settings.tiles,
                     )
                     for k, d in sets.items()
                 }
@@ -388,7 +425,12 @@ def run_probes(
         "probe": settings.probe,
         "probe_config": probe_cfg.model_dump(mode="json"),
         "settings": settings.model_dump(mode="json"),
-        "features": "cached (one trunk pass, no augmentation)"
+        "features": (
+            "cached (one trunk pass, and one over the mirrored training images: flip augmentation"
+            if flip
+            else "cached (one trunk pass, no augmentation"
+        )
+        + (f"; {precision} autocast)" if precision != "fp32" else ")")
         if cached
         else ("live: crop + flip per batch" if settings.augment else "live, no augmentation")
         + (", trunk fine-tuned" if settings.finetune else ", trunk frozen (eval mode)"),
@@ -411,12 +453,18 @@ def run_probes(
     }
 
 
+def _run_precision(trunk: Trunk) -> str:
+    """The precision the trunk's run trained in (fp32 without a run): its features are read the
+    same way (bf16 autocast about halves a CPU feature pass)."""
+    return str((trunk.run_config or {}).get("precision", "fp32"))
+
+
 def _one_layer_error() -> list[str]:
     raise ConfigError("--finetune trains the trunk up to one layer: give a single --layer")
 
 
-def _stage_shape(backbone: Backbone, layer: str, data: ImageData, mean, std, device) -> tuple[int, ...]:
-    return LiveFeatures(backbone, data.images[:2], layer, mean, std, device, augment=False).shape
+def _stage_shape(backbone: Backbone, layer: str, data: ImageData, mean, std, device, tiles: int) -> tuple[int, ...]:
+    return LiveFeatures(backbone, data.images[:2], layer, mean, std, device, augment=False, tiles=tiles).shape
 
 
 def write_report(report: dict[str, Any], folder: str | Path, name: str = "probe.json") -> Path:

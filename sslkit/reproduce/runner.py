@@ -175,7 +175,7 @@ def run_recipe(
                     "paper": recipe.paper.get(key),
                     "seconds": round(report.get("seconds", 0.0), 1),
                     "features": report["features"],
-                    "mode": _mode(job),
+                    "mode": _mode(job, report["settings"].get("tiles", 1), report["settings"].get("flip", False)),
                 }
             )
     table = {
@@ -253,15 +253,30 @@ def _run_job(
             "layers": job.layers,
             "finetune": job.finetune,
             "augment": job.augment,
+            "tiles": _tiles(job, recipe),
+            "flip": _flip(job, recipe, trains),
             **extra,
         }
     )
     return run_probes(trunk, splits, plugins, settings, feature_cache=cache)
 
 
-def _mode(job: ProbeJob) -> str:
+def _tiles(job: ProbeJob, recipe: Recipe) -> int:
+    """The recipe's tiling for probes on the pretext and random trunks (one yardstick for both);
+    the supervised baseline trains on whole images."""
+    return 1 if job.trunk == "supervised" else recipe.tiles
+
+
+def _flip(job: ProbeJob, recipe: Recipe, trains: bool) -> bool:
+    """Whether a job's cached features get the mirrored training images too (trained probes only)."""
+    return recipe.cached_flip and trains and not (job.augment or job.finetune)
+
+
+def _mode(job: ProbeJob, tiles: int, flip: bool) -> str:
+    """How a row's probe saw its inputs, from the settings its report recorded."""
     trunk = "fine-tuned" if job.finetune else "frozen"
-    return f"{trunk}, {'crop+flip' if job.augment or job.finetune else 'cached, no aug'}"
+    aug = "crop+flip" if job.augment or job.finetune else ("cached, flip" if flip else "cached, no aug")
+    return f"{trunk}, {aug}" + (f", {tiles}x{tiles} tiles" if tiles > 1 else "")
 
 
 def findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,8 +10,10 @@ patches paired with its centre in the same batch) and fusion head as mmselfsup's
   per-patch normalisation. B images -> 8B pairs, label-major like rotation's copies; labels
   follow Doersch et al., ICCV 2015, sec. 3, fig. 2 (``OFFSETS``).
 - model (:meth:`ContextPrediction.forward`): siamese, late fusion. One backbone (shared
-  weights) embeds both patches in a single call; its last stage is global-average-pooled, the
-  two embeddings are concatenated and only the fusion head sees both:
+  weights) embeds both patches in a single call; its last stage is average-pooled (globally, or
+  to a ``embed_grid`` x ``embed_grid`` grid that keeps the layout inside the patch, as the
+  paper's fc6 saw conv5's map), the two embeddings are concatenated and only the fusion head
+  sees both:
   Linear -> BatchNorm1d -> ReLU -> Dropout -> Linear(8). The backbone stays an ordinary
   whole-image encoder (probes and export use it unchanged).
 - loss: mean cross-entropy over the 8B pairs (chance 12.5%).
@@ -67,6 +69,12 @@ class ContextConfig(Config):
     share_centre: bool = Field(
         True, description="embed each centre patch once for its 8 pairs (9B backbone passes instead of 16B)"
     )
+    embed_grid: int = Field(
+        1,
+        ge=1,
+        description="each patch's embedding: its last stage average-pooled to a g x g grid and flattened "
+        "(1: global average pool; 2+: keeps where things lie in the patch, as the paper's fc6 did)",
+    )
     hidden: int = Field(512, ge=8, description="width of the fusion head's hidden layer (fc7)")
     dropout: float = Field(0.5, ge=0, lt=1)
 
@@ -111,7 +119,8 @@ class ContextPrediction(PretextTask):
         super().__init__(config, backbone)
         self.config: ContextConfig = config
         self.stage = backbone.last_stage.name
-        c = backbone.last_stage.channels
+        c = backbone.last_stage.channels * config.embed_grid**2
+        self.pool = nn.AdaptiveAvgPool2d(config.embed_grid)
         self.head = nn.Sequential(
             nn.Linear(2 * c, config.hidden),
             nn.BatchNorm1d(config.hidden),
@@ -159,7 +168,7 @@ class ContextPrediction(PretextTask):
         if n2 % n1:
             raise ValueError(f"context pairs: {n2} second patches is not a multiple of {n1} first patches")
         # One backbone call for both sides: shared weights, one BatchNorm batch, better throughput.
-        emb = backbone(torch.cat([first, second]), [self.stage])[self.stage].mean(dim=(2, 3))
+        emb = self.pool(backbone(torch.cat([first, second]), [self.stage])[self.stage]).flatten(1)  # [N1+N2, C*g*g]
         e1, e2 = emb[:n1], emb[n1:]
         if n1 != n2:
             e1 = e1.repeat(n2 // n1, 1)

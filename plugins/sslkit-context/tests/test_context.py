@@ -173,6 +173,20 @@ def test_siamese_forward_shares_weights_and_centres(plugins):
     assert c.shape == o.shape == (32, 3, 8, 8)
 
 
+def test_embed_grid_keeps_the_layout_inside_each_patch(plugins):
+    backbone, task = _plain_task(plugins, embed_grid=2)
+    backbone.eval(), task.eval()
+    assert task.head[0].in_features == 2 * 4 * backbone.last_stage.channels
+    (centre, outer), _ = task.prepare(torch.randn(4, 3, 32, 32), torch.Generator().manual_seed(0))
+    assert task(backbone, (centre, outer)).shape == (32, 8)
+    # The 2x2 grid of each patch's last-stage map, whose mean is the global average pool.
+    stage = backbone.last_stage.name
+    maps = backbone(centre, [stage])[stage]
+    grid = task.pool(maps)
+    assert grid.shape[-2:] == (2, 2)
+    torch.testing.assert_close(grid.mean((2, 3)), maps.mean((2, 3)))
+
+
 def test_preview_pairs(plugins):
     _, task = _plain_task(plugins)
     inputs, targets = task.prepare(_coords(2, 32), torch.Generator())
