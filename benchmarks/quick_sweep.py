@@ -30,12 +30,13 @@ def setting(
     precision: str = "bf16",
     subset: int | None = None,
     task: dict[str, Any] | None = None,
-    tiles: int | None = None,
+    tiles: int = 1,
     schedule: str = "step",
-    cached_flip: bool | None = None,
+    cached_flip: bool = False,
 ) -> dict[str, Any]:
     """Overrides of the registered quick recipe: backbone width, the pretext run-config and the
-    probes' tiling (``Recipe.tiles``)."""
+    probes' tiling and flip (``Recipe.tiles``, ``Recipe.cached_flip``), every one explicit so a
+    setting means the same when the registered preset changes."""
     pretext: dict[str, Any] = {
         "epochs": epochs,
         "precision": precision,
@@ -44,12 +45,18 @@ def setting(
     }
     if task:
         pretext["task"] = task
-    overrides: dict[str, Any] = {"backbone": {"width": width}, "pretext": pretext}
-    if tiles is not None:
-        overrides["tiles"] = tiles
-    if cached_flip is not None:
-        overrides["cached_flip"] = cached_flip
-    return overrides
+    return {"backbone": {"width": width}, "pretext": pretext, "tiles": tiles, "cached_flip": cached_flip}
+
+
+# The context task's own defaults for the options the sweep changes (the registered preset does).
+CONTEXT_TASK = {"chromatic": "projection", "patch_norm": "rms", "grayscale": 0.66, "resample": 0.33, "embed_grid": 1}
+
+
+def context_plain(task: dict[str, Any] | None = None, **probes: Any) -> dict[str, Any]:
+    """context-cifar10 at width 0.5, 25 epochs, without the green-magenta projection and per-patch
+    normalisation ("plain" below), with more task options and the probes' ``tiles``/``cached_flip``."""
+    plain = {**CONTEXT_TASK, "chromatic": "none", "patch_norm": "none", **(task or {})}
+    return setting(0.5, 25, [15, 22], task=plain, **probes)
 
 
 # "shipped" is the recipe exactly as registered; the others are variants of it.
@@ -70,56 +77,27 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "w50-bf16-e5-flip": setting(0.5, 5, [4], cached_flip=True),
     # context-cifar10: its registered quick preset pretrained for about 1 minute of its 15 (width
     # 0.25, 5 epochs of 10,000 images); these give it the budget.
-    "ctx-w50-bf16-e25": setting(0.5, 25, [15, 22]),
+    "ctx-w50-bf16-e25": setting(0.5, 25, [15, 22], task=CONTEXT_TASK),
     # The same without the countermeasures that move the trunk's inputs away from the probe's:
     # green-magenta projection and per-patch normalisation (32-px CIFAR images were downsampled:
     # no chromatic aberration to exploit; patches keep the dataset normalisation the probe uses).
-    "ctx-w50-bf16-e25-plain": setting(0.5, 25, [15, 22], task={"chromatic": "none", "patch_norm": "none"}),
+    "ctx-w50-bf16-e25-plain": context_plain(),
     # ... and mostly in colour: the probe classifies colour images (grayscale 0.66 -> 0.2).
-    "ctx-w50-bf16-e25-colour": setting(
-        0.5, 25, [15, 22], task={"chromatic": "none", "patch_norm": "none", "grayscale": 0.2}
-    ),
+    "ctx-w50-bf16-e25-colour": context_plain({"grayscale": 0.2}),
     # "plain", probed at the scale the trunk was trained at: each 32-px image read as 4x4 tiles
     # of 8 px (the patch size), stage maps stitched back; random-init rows tiled the same way.
-    "ctx-w50-bf16-e25-plain-tiles4": setting(
-        0.5, 25, [15, 22], task={"chromatic": "none", "patch_norm": "none"}, tiles=4
-    ),
+    "ctx-w50-bf16-e25-plain-tiles4": context_plain(tiles=4),
     # ... with each patch embedded as a 2x2 grid of its last stage (the layout inside the patch
     # kept, as the paper's fc6 saw conv5's map) instead of one global average.
-    "ctx-w50-bf16-e25-plain-tiles4-grid2": setting(
-        0.5, 25, [15, 22], task={"chromatic": "none", "patch_norm": "none", "embed_grid": 2}, tiles=4
-    ),
-    "ctx-w50-bf16-e25-plain-tiles4-flip": setting(
-        0.5, 25, [15, 22], task={"chromatic": "none", "patch_norm": "none"}, tiles=4, cached_flip=True
-    ),
+    "ctx-w50-bf16-e25-plain-tiles4-grid2": context_plain({"embed_grid": 2}, tiles=4),
+    "ctx-w50-bf16-e25-plain-tiles4-flip": context_plain(tiles=4, cached_flip=True),
     # ... without down-and-up sampling: made for 96-px patches (down to >= 38 px), it leaves 3 px
     # of an 8-px patch at its 0.4 scale.
-    "ctx-w50-bf16-e25-plain-noresample-tiles4-flip": setting(
-        0.5,
-        25,
-        [15, 22],
-        task={"chromatic": "none", "patch_norm": "none", "resample": 0.0},
-        tiles=4,
-        cached_flip=True,
-    ),
-    # Fewer low-level cues helped so far (no resampling: worse; more colour, grayscale 0.2: worse):
-    # grayscale 0.9, so colour continuity across the gap rarely solves the task.
-    "ctx-w50-bf16-e25-plain-gray90-tiles4-flip": setting(
-        0.5,
-        25,
-        [15, 22],
-        task={"chromatic": "none", "patch_norm": "none", "grayscale": 0.9},
-        tiles=4,
-        cached_flip=True,
-    ),
-    "ctx-w50-bf16-e25-plain-resample66-tiles4-flip": setting(
-        0.5,
-        25,
-        [15, 22],
-        task={"chromatic": "none", "patch_norm": "none", "resample": 0.66},
-        tiles=4,
-        cached_flip=True,
-    ),
+    "ctx-w50-bf16-e25-plain-noresample-tiles4-flip": context_plain({"resample": 0.0}, tiles=4, cached_flip=True),
+    # Without resampling the task got easier and the features worse; so harder, two ways: grayscale
+    # 0.9 (colour continuity across the gap rarely solves it) and resampling 2 patches in 3.
+    "ctx-w50-bf16-e25-plain-gray90-tiles4-flip": context_plain({"grayscale": 0.9}, tiles=4, cached_flip=True),
+    "ctx-w50-bf16-e25-plain-resample66-tiles4-flip": context_plain({"resample": 0.66}, tiles=4, cached_flip=True),
 }
 
 

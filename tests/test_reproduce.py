@@ -95,7 +95,7 @@ def test_unknown_names_and_missing_task_plugins_are_one_line_errors(plugins):
             get_recipe(name, "quick", builtins_only)
 
 
-@pytest.mark.parametrize("name", ["rotnet-cifar10-quick"])
+@pytest.mark.parametrize("name", ["rotnet-cifar10-quick", "context-cifar10-quick"])
 def test_the_docs_show_the_quick_table_and_curves_as_the_command_wrote_them(plugins, name):
     """docs/reproduce/NAME/ holds reproduce.json and curves.png of a real run of
     `sslkit reproduce ... --preset quick` on the CIFAR-10 folder, and its page is exactly the
