@@ -28,8 +28,8 @@ def run_trunk(backbone: Backbone, x: Tensor, layers: Sequence[str], tiles: int =
 
     Why: a trunk pretrained on patches (context prediction: 8-px patches of 32-px images) learnt
     its deeper layers on patch-sized inputs, border padding included; on whole images those layers
-    see inputs they never saw. Doersch et al. (ICCV 2015, sec. 4) likewise read their patch-trained
-    net at the patch scale. Stitched maps keep the whole-image shape, so every probe works unchanged."""
+    see inputs they never saw (Doersch et al., ICCV 2015, likewise compare patches, at the scale
+    they trained on). Stitched maps keep the whole-image shape, so every probe works unchanged."""
     if tiles == 1:
         return backbone(x, list(layers))
     b, c, h, w = x.shape
