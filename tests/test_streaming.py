@@ -19,6 +19,7 @@ from sslkit.engine.callbacks import Callback
 from sslkit.engine.rundir import RunLock
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError, ConfigError
+from sslkit.files import OutputBusyError
 
 TINY = ["backbone.blocks=3", "backbone.width=0.1", "data.batch_size=16", "data.holdout=0.2"]
 
@@ -237,7 +238,7 @@ def test_a_second_writer_is_refused_naming_the_holder(plugins, tmp_path):
     folder = _folder(tmp_path / "imgs")
     with (
         RunLock(tmp_path / "run"),
-        pytest.raises(CheckpointError, match=f"in use by another sslkit run \\(PID {os.getpid()}\\)"),
+        pytest.raises(OutputBusyError, match=f"in use by another sslkit run \\(PID {os.getpid()}\\)"),
     ):
         train(_config(plugins, str(folder)), tmp_path / "run", plugins=plugins)
     assert not (tmp_path / "run" / "config.json").exists()  # refused before writing anything

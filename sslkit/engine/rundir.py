@@ -1,6 +1,6 @@
 """The run folder: one writer at a time, started once, resumed only onto the same run.
 
-- :class:`RunLock`: an advisory lock (``.lock``, holding the PID) for the whole run, so two
+- :func:`RunLock`: the output lock (``.lock``, holding the PID) for the whole run, so two
   ``sslkit train`` into one ``--out`` can never mix their files.
 - :func:`open_run`: a fresh start, or the checkpoint to resume, by ``resume`` = False / True /
   ``"auto"`` (start or continue).
@@ -10,66 +10,23 @@
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from ..config import RunConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
+from ..files import OutputLock
 from .checkpoint import CHECKPOINT, load_checkpoint
 
 Resume = bool | Literal["auto"]
-LOCK = ".lock"
 # Keys a resumed run may change; anything else must match the checkpoint's config.
 RESUMABLE_KEYS = ("epochs", "device", "compile", "sync_batchnorm", "checkpoint", "dist_timeout_minutes")
 RESUMABLE_DATA_KEYS = ("workers", "decode")  # how the data is read, not what it is
 
 
-class RunLock:
-    """``with RunLock(out_dir):`` holds ``out_dir/.lock`` exclusively (fcntl) for the run's life.
-
-    The lock dies with the process (even on SIGKILL), so a stale ``.lock`` file never blocks.
-    """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / LOCK
-        self.fd: int | None = None
-
-    def __enter__(self) -> RunLock:
-        out = self.path.parent
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out '{out}' is a file, not a folder; choose a folder for the run")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
-            raise ConfigError(f"--out '{out}': no permission to write there; choose a writable folder") from None
-        except OSError as exc:
-            if exc.errno == errno.EROFS:
-                raise ConfigError(f"--out '{out}' is on a read-only file system; choose a writable folder") from None
-            raise
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; one writer is the user's to ensure
-            return self
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self.fd)
-            self.fd = None
-            raise CheckpointError(
-                f"'{out}' is in use by another sslkit run (PID {holder}); wait for it to finish or choose another --out"
-            ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # releases the lock; the file stays (removing it would race a waiter)
-            self.fd = None
+def RunLock(out_dir: Path) -> OutputLock:  # noqa: N802 -- reads as the context manager it returns
+    """``with RunLock(out_dir):`` one ``sslkit train`` at a time in a run folder (``out_dir/.lock``)."""
+    return OutputLock(out_dir, "run")
 
 
 def open_run(out_dir: Path, resume: Resume, map_location: Any) -> dict[str, Any] | None:
