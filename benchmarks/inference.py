@@ -57,8 +57,8 @@ def cuda_cases(backbone, layer: str, pool: str, shape, path: Path, batches: list
 
     from sslkit.data.datasets import CIFAR10_MEAN, CIFAR10_STD
     from sslkit.deploy import OnnxEncoder
-    from sslkit.export.encoder import Encoder
     from sslkit.export.onnx import export_encoder
+    from sslkit.run import Encoder
 
     sync = torch.cuda.synchronize
     encoder = (
@@ -122,8 +122,8 @@ def main() -> None:
     from sslkit import create_backbone
     from sslkit.data.datasets import CIFAR10_MEAN, CIFAR10_STD
     from sslkit.deploy import OnnxEncoder
-    from sslkit.export.encoder import Encoder, default_layer, load_run
     from sslkit.export.onnx import export_encoder, export_onnx
+    from sslkit.run import Encoder, default_layer, load_run
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="sslkit-bench-"))

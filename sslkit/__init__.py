@@ -22,6 +22,10 @@ _LAZY = {
     "ProbeConfig": "sslkit.interfaces",
     "Config": "sslkit.interfaces",
     "Stage": "sslkit.interfaces",
+    "Callback": "sslkit.interfaces",
+    "Exporter": "sslkit.interfaces",
+    "Recipe": "sslkit.interfaces",
+    "ProbeJob": "sslkit.interfaces",
     "SSLKitError": "sslkit.errors",
     "load_plugins": "sslkit.plugins",
     "Plugins": "sslkit.plugins",
@@ -37,10 +41,10 @@ _LAZY = {
     "list_backbones": "sslkit.api",
     "list_probes": "sslkit.api",
     "list_loggers": "sslkit.api",
-    "Run": "sslkit.run",
-    "Callback": "sslkit.engine.callbacks",
+    "Run": "sslkit.api",
+    "LoadedRun": "sslkit.run",
     "RunContext": "sslkit.engine.callbacks",
-    "load_checkpoint": "sslkit.engine.checkpoint",
+    "load_checkpoint": "sslkit.checkpoint",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]

@@ -19,21 +19,24 @@ from __future__ import annotations
 import fnmatch
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig, assemble, deep_merge
-from .engine.callbacks import Callback, RunContext
+from .config import RunConfig, assemble, deep_merge, nested
+from .engine.callbacks import RunContext
 from .engine.rundir import Resume
 from .errors import ConfigError
+from .interfaces import Callback
 from .plugins import Plugins, load_plugins
 from .registry import Registry
-from .run import Run, load_run
+from .run import LoadedRun, load_run
 
 if TYPE_CHECKING:
     from .engine.trainer import TrainResult
 
 __all__ = [
+    "Run",
     "default_out",
     "list_backbones",
     "list_loggers",
@@ -45,6 +48,45 @@ __all__ = [
     "train",
     "train_config",
 ]
+
+
+class Run(LoadedRun):
+    """A trained run, as ``sslkit.load`` and ``sslkit.train`` return it: ``.backbone`` (eval mode,
+    trained weights), ``.config``, ``.history``, ``.embed()``, and the two things the CLI does with
+    a run, through the same entries: ``.export()`` (``sslkit export``) and ``.probe()``
+    (``sslkit probe``)."""
+
+    def export(self, out: str | Path | None = None, *, format: str = "onnx", **options: Any) -> Any:
+        """Write the encoder as ``format`` (``onnx``, ``torch``, ``safetensors`` or a plugin's;
+        options as ``sslkit export``'s: ONNX ``layer``, ``pool``, ``fp16``, ``images``; weights
+        ``torchvision``). ``out`` defaults to the run folder's encoder.onnx / backbone.pt /
+        backbone.safetensors; returns the export's report (``.path``, ``.summary()``)."""
+        from .export.runner import export_run
+
+        return export_run(self, format, out, plugins=self._plugins(), **options)
+
+    def probe(
+        self,
+        data: str | None = None,
+        *,
+        probe: str = "knn",
+        layers: Sequence[str] = (),
+        test_data: str | None = None,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        """Train and evaluate ``probe`` on the frozen trunk (default data: the run's own dataset, as
+        ``sslkit probe``); returns the report ``sslkit probe`` writes as probe.json
+        (``report["layers"][layer]["test_acc"]``). ``settings`` are
+        :class:`sslkit.probes.settings.ProbeSettings` fields (``options``, ``seed``, ``device`` ...)."""
+        from .probes.runner import probe_run
+        from .probes.settings import probe_settings
+
+        chosen = probe_settings(probe=probe, layers=tuple(layers), **settings)
+        return probe_run(self, chosen, self._plugins(), data=data, test_data=test_data)
+
+    @classmethod
+    def of(cls, loaded: LoadedRun) -> Run:
+        return loaded if isinstance(loaded, Run) else cls(**{f.name: getattr(loaded, f.name) for f in fields(loaded)})
 
 
 def _names(registry: Registry[Any], pattern: str | None) -> list[str]:
@@ -101,22 +143,15 @@ def optional_packages() -> dict[str, str | None]:
 
 
 def load(run: str | Path, *, plugins: Plugins | None = None, map_location: str = "cpu") -> Run:
-    """A run folder (or its checkpoint.pt) -> :class:`~sslkit.run.Run`: ``.backbone`` (eval mode,
+    """A run folder (or its checkpoint.pt) -> :class:`Run`: ``.backbone`` (eval mode,
     trained weights), ``.config``, ``.history``, ``.embed()``, ``.export()``, ``.probe()``."""
-    return load_run(run, plugins, map_location=map_location)
+    return Run.of(load_run(run, plugins, map_location=map_location))
 
 
 def overrides_layer(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword overrides -> a nested config layer: ``{"backbone.width": 0.25, "optim": {"lr": 0.05}}``
     -> ``{"backbone": {"width": 0.25}, "optim": {"lr": 0.05}}`` (dotted keys and dicts merge)."""
-    layer: dict[str, Any] = {}
-    for key, value in overrides.items():
-        parts = key.split(".")
-        nested: Any = dict(value) if isinstance(value, Mapping) else value
-        for part in reversed(parts[1:]):
-            nested = {part: nested}
-        layer = deep_merge(layer, {parts[0]: nested})
-    return layer
+    return nested(overrides, "keyword")
 
 
 def default_out(task: str, backbone: str) -> Path:
@@ -140,13 +175,13 @@ def train(
     data: str | Mapping[str, Any] | None = None,
     preset: str | None = None,
     config: str | Path | None = None,
-    loggers: Iterable[str] = (),
+    loggers: Iterable[str] | str = (),
     callbacks: Sequence[Callback] = (),
     resume: Resume = False,
     plugins: Plugins | None = None,
     **overrides: Any,
 ) -> Run:
-    """Pretrain and return the trained :class:`~sslkit.run.Run` (checkpoint and metrics in ``out``).
+    """Pretrain and return the trained :class:`Run` (checkpoint and metrics in ``out``).
 
     ``task``: a pretext task name (or a ready :class:`~sslkit.config.RunConfig`, then without
     overrides). ``backbone``/``data``: a name or folder, or a dict of that section's keys.
@@ -164,7 +199,25 @@ def train(
         cfg = assemble(task, plugins, preset=preset, config_file=config, flags=layer)
     out = Path(out) if out is not None else default_out(cfg.task["name"], cfg.backbone["name"])
     train_config(cfg, out, plugins=plugins, resume=resume, callbacks=callbacks, loggers=loggers)
-    return load_run(out, plugins)
+    return Run.of(load_run(out, plugins))
+
+
+def _checked(
+    resume: Any, loggers: Iterable[str] | str, callbacks: Sequence[Any]
+) -> tuple[Resume, list[str], list[Callback]]:
+    """One-line errors for arguments of the wrong kind, before anything is written."""
+    if not (resume is True or resume is False or resume == "auto"):  # 0, 1 or "yes" would pass a truth test
+        raise ConfigError(f"resume={resume!r}: use False (a new run), True (continue the run in out) or 'auto'")
+    names = [loggers] if isinstance(loggers, str) else list(loggers)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ConfigError(f"loggers: {bad[0]!r} is not a logger name; give names such as ['csv', 'tensorboard']")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise ConfigError(
+                f"callbacks[{i}] is a {type(cb).__name__}, not an sslkit.Callback: subclass sslkit.Callback"
+            )
+    return resume, names, list(callbacks)
 
 
 def train_config(
@@ -174,7 +227,7 @@ def train_config(
     plugins: Plugins,
     resume: Resume = False,
     callbacks: Sequence[Callback] = (),
-    loggers: Iterable[str] = (),
+    loggers: Iterable[str] | str = (),
 ) -> TrainResult:
     """The training loop with the registered ``loggers`` attached (built before training starts,
     so an unknown name or a missing package fails first) and every callback's ``on_train_end``
@@ -182,13 +235,12 @@ def train_config(
     from .engine.trainer import train as train_loop
     from .loggers import create_loggers
 
+    resume, loggers, callbacks = _checked(resume, loggers, callbacks)
     every = [*create_loggers(loggers, RunContext(cfg, Path(out), plugins)), *callbacks]
     result = None
     try:
         result = train_loop(cfg, out, plugins=plugins, resume=resume, callbacks=every)
     finally:
         for cb in every:
-            end = getattr(cb, "on_train_end", None)  # duck-typed callbacks may lack it
-            if end is not None:
-                end(result)
+            cb.on_train_end(result)
     return result

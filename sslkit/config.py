@@ -140,21 +140,41 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def nested(dotted: Mapping[str, Any], what: str = "key") -> dict[str, Any]:
+    """Dotted keys as nested sections, merged: ``{"backbone.width": 0.25, "optim": {"lr": 0.05}}``
+    -> ``{"backbone": {"width": 0.25}, "optim": {"lr": 0.05}}``. The one place that turns
+    ``--set`` keys, CLI flags and the API's keyword overrides into a config layer."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"{what} '{key}': empty part in the dotted name; write e.g. backbone.width")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{what} '{key}': '{part}' is set both as a value and a section")
+        last = parts[-1]
+        if isinstance(value, Mapping):
+            if last in node and not isinstance(node[last], dict):
+                raise ConfigError(f"{what} '{key}': '{last}' is set both as a value and a section")
+            node[last] = deep_merge(node.get(last, {}), nested(value, what))
+        elif isinstance(node.get(last), dict):
+            raise ConfigError(f"{what} '{key}': '{last}' is set both as a value and a section")
+        else:
+            node[last] = value
+    return out
+
+
 def parse_sets(items: list[str]) -> dict[str, Any]:
     """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}."""
-    out: dict[str, Any] = {}
+    pairs: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set backbone.width=0.5")
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set '{item}': '{part}' is set both as a value and a section")
-        node[parts[-1]] = parse_value(value.strip())
-    return out
+        pairs[key.strip()] = parse_value(value.strip())
+    return nested(pairs, "--set")
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -260,6 +280,27 @@ def build_config(raw: Mapping[str, Any], plugins: Plugins) -> RunConfig:
     return cfg.model_copy(update=sections)
 
 
+def _leaves(layer: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in layer.items():
+        if isinstance(value, Mapping):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _check_agree(flag_layer: Mapping[str, Any], set_layer: Mapping[str, Any]) -> None:
+    """A flag (``--epochs 1``) and a ``--set`` of the same key (``epochs=0``) that disagree are a
+    one-line error, not a silent choice of one."""
+    sets = _leaves(set_layer)
+    for key, value in _leaves(flag_layer).items():
+        if key in sets and sets[key] != value:
+            raise ConfigError(
+                f"the option for '{key}' ({value!r}) and --set {key}={sets[key]!r} disagree; give only one of them"
+            )
+
+
 def assemble(
     task: str,
     plugins: Plugins,
@@ -273,6 +314,7 @@ def assemble(
     file_layer = read_config_file(config_file) if config_file else {}
     set_layer = parse_sets(sets or [])
     flag_layer = dict(flags or {})
+    _check_agree(flag_layer, set_layer)
     task_name = task
     task_cls = plugins.tasks.get(task_name)
     # The preset is chosen first (it is the bottom layer of values), by the same precedence.

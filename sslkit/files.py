@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .errors import ConfigError, SSLKitError
 
@@ -195,3 +197,13 @@ class OutputLock:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """``value`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, atomically (the whole file rewritten: it always matches its source)."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

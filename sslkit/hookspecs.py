@@ -43,5 +43,17 @@ def register_datasets(register):
 @hookspec
 def register_callbacks(register):
     """Register training callbacks, e.g. experiment loggers: ``register(name, CallbackClass)``, a
-    :class:`sslkit.engine.callbacks.Callback` subclass built as ``CallbackClass(context)`` (a
+    :class:`sslkit.Callback` subclass built as ``CallbackClass(context)`` (a
     :class:`sslkit.engine.callbacks.RunContext`) when a run asks for it with ``--logger name``."""
+
+
+@hookspec
+def register_exporters(register):
+    """Register encoder file formats: ``register(name, ExporterClass)``, a :class:`sslkit.Exporter`
+    subclass; ``sslkit export RUN --format name`` and ``Run.export(format=name)`` use it."""
+
+
+@hookspec
+def register_recipes(register):
+    """Register paper reproductions: ``register(name, {preset: Recipe})``, one
+    :class:`sslkit.Recipe` per preset; ``sslkit reproduce name --preset P`` runs it."""

@@ -18,12 +18,14 @@ loads only the built-ins. A name that is not an installed plugin is an error wit
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata as md
 import inspect
 import logging
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,8 @@ HOOKS = {
     "register_probes": "probes",
     "register_datasets": "datasets",
     "register_callbacks": "callbacks",
+    "register_exporters": "exporters",
+    "register_recipes": "recipes",
 }
 
 
@@ -109,13 +113,15 @@ class Plugins:
     probes: Registry[Any] = field(default_factory=lambda: Registry("probe"))
     datasets: Registry[Any] = field(default_factory=lambda: Registry("dataset"))
     callbacks: Registry[Any] = field(default_factory=lambda: Registry("logger"))
+    exporters: Registry[Any] = field(default_factory=lambda: Registry("export format"))
+    recipes: Registry[Any] = field(default_factory=lambda: Registry("reproduction"))
 
     def versions(self) -> dict[str, str]:
         """{plugin: 'distribution version'} of the loaded plugins, recorded in checkpoints."""
         return {r.name: f"{r.distribution or '-'} {r.version or '-'}" for r in self.records if r.status == "loaded"}
 
     def registries(self) -> list[Registry[Any]]:
-        return [self.tasks, self.backbones, self.probes, self.datasets, self.callbacks]
+        return [self.tasks, self.backbones, self.probes, self.datasets, self.callbacks, self.exporters, self.recipes]
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -151,7 +157,11 @@ def _check_hooks(pm: pluggy.PluginManager, plugin: object) -> str | None:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"it called sys.exit({exc.code!r})"
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    try:
+        message = str(exc)
+    except Exception:  # third-party code: even an exception's __str__ may raise
+        message = "(its message could not be printed)"
+    return f"{type(exc).__name__}: {message}".replace("\n", " ")
 
 
 def _check_name(name: object) -> None:
@@ -197,16 +207,38 @@ def _register(
         log.warning("plugin '%s' was not loaded: %s; %s", name, record.error, fix)
 
 
+def _check_registered(attr: str, name: object, obj: Any) -> None:
+    """Raise ``TypeError`` naming what is wrong with one registration (the plugin is then skipped)."""
+    from .interfaces import Backbone, Callback, Exporter, PretextTask, Probe, Recipe  # torch from here on
+
+    _check_name(name)
+    classes: dict[str, type] = {
+        "tasks": PretextTask,
+        "backbones": Backbone,
+        "probes": Probe,
+        "callbacks": Callback,
+        "exporters": Exporter,
+    }
+    base = classes.get(attr)
+    if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
+        raise TypeError(f"{name!r} is not a subclass of sslkit.{base.__name__}")
+    if attr == "datasets" and not callable(obj):
+        raise TypeError(f"dataset {name!r} is not a callable loader")
+    if attr == "recipes":
+        presets = obj if isinstance(obj, Mapping) else {}
+        if not presets or not all(isinstance(p, str) and isinstance(r, Recipe) for p, r in presets.items()):
+            raise TypeError(f"reproduction {name!r} must be a non-empty {{preset: sslkit.Recipe}} mapping")
+        wrong = [p for p, r in presets.items() if r.name != name or r.preset != p]
+        if wrong:
+            raise TypeError(f"reproduction {name!r}: the Recipe of preset {wrong[0]!r} names another recipe or preset")
+
+
 def _collect(plugins: Plugins) -> None:
     """Ask each loaded plugin, one at a time, what it provides.
 
     A plugin's registrations from all its hooks are staged first and added only if none of its
     hooks raised and every object has the right type: a failing plugin registers nothing.
     """
-    from .engine.callbacks import Callback
-    from .interfaces import Backbone, PretextTask, Probe  # torch is needed from here on
-
-    expected: dict[str, Any] = {"tasks": PretextTask, "backbones": Backbone, "probes": Probe, "callbacks": Callback}
     impls: dict[str, list[tuple[str, str, Any]]] = {}
     for hook_name, attr in HOOKS.items():
         for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():
@@ -222,13 +254,8 @@ def _collect(plugins: Plugins) -> None:
                 # Bind this record's list: a plugin that keeps `register` and calls it later
                 # must not stage into another plugin's registrations.
                 impl.function(register=lambda name, obj, _a=attr, _s=staged: _s.append((_a, name, obj)))
-                base = expected.get(attr)
                 for _, name, obj in (s for s in staged if s[0] == attr):
-                    _check_name(name)
-                    if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
-                        raise TypeError(f"{name!r} is not a subclass of sslkit.{base.__name__}")
-                    if base is None and not callable(obj):
-                        raise TypeError(f"dataset {name!r} is not a callable loader")
+                    _check_registered(attr, name, obj)
         except BaseException as exc:  # third-party code: sys.exit() in a hook skips the plugin too
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -269,6 +296,23 @@ def _local_name(obj: object) -> str:
     return getattr(obj, "__name__", None) or type(obj).__name__
 
 
+def _load_all(
+    pm: pluggy.PluginManager, plugins: Plugins, chosen: Selection, eps: list[md.EntryPoint], extra: Sequence[object]
+) -> None:
+    """Import every selected entry point, then the local plugins, one at a time (see module doc)."""
+    for ep in eps:
+        dist = _dist_of(ep)
+        if not chosen.allows(ep.name, dist[0] == "sslkit"):
+            plugins.records.append(PluginRecord(ep.name, dist[0], dist[1], "disabled"))
+            continue
+        _register(pm, plugins, ep.name, ep.load, dist)
+    for obj in extra:
+        name = _local_name(obj)
+        if isinstance(obj, str):
+            obj = importlib.import_module(obj)
+        _register(pm, plugins, name, _loaded(obj), (None, None))
+
+
 def load_plugins(
     selection: str | None = None,
     extra: Sequence[object] = (),
@@ -288,20 +332,11 @@ def load_plugins(
     plugins = Plugins(manager=pm)
     eps = _entry_points() if entry_points else []
     chosen.check([ep.name for ep in eps] + [_local_name(obj) for obj in extra])
-    if entry_points:
-        for ep in eps:
-            dist = _dist_of(ep)
-            builtin = dist[0] == "sslkit"
-            if not chosen.allows(ep.name, builtin):
-                plugins.records.append(PluginRecord(ep.name, dist[0], dist[1], "disabled"))
-                continue
-            _register(pm, plugins, ep.name, ep.load, dist)
-    for obj in extra:
-        name = _local_name(obj)
-        if isinstance(obj, str):
-            obj = importlib.import_module(obj)
-        _register(pm, plugins, name, _loaded(obj), (None, None))
-    _collect(plugins)
+    # A plugin that prints while it loads must not corrupt what a command prints on stdout
+    # (``sslkit plugins --json``): its output goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        _load_all(pm, plugins, chosen, eps, extra)
+        _collect(plugins)
     _warn_conflicts(plugins)
     _note_disabled(plugins)
     failures = {r.name: r.error or "" for r in plugins.records if r.status == "failed"}

@@ -16,6 +16,8 @@ T = TypeVar("T")
 FIRST_PARTY: dict[str, tuple[str, str]] = {
     "rotation": ("pretext task", "sslkit-rotation"),
     "context": ("pretext task", "sslkit-context"),
+    "rotnet-cifar10": ("reproduction", "sslkit-rotation"),
+    "context-cifar10": ("reproduction", "sslkit-context"),
 }
 
 

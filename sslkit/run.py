@@ -1,48 +1,47 @@
-"""THE run loader: a run folder (or its checkpoint.pt) -> :class:`Run`, the trained backbone and
-the facts needed to use it. The CLI, probes, export, viz and the Python API all load runs here.
+"""THE run loader: a run folder (or its checkpoint.pt) -> :class:`LoadedRun`, the trained backbone
+and the facts needed to use it. The CLI, probes, export, viz and the Python API all load runs here
+(``sslkit.load`` returns the API's :class:`sslkit.api.Run`, a LoadedRun that also exports and probes).
 
-    run = sslkit.load("runs/rotnet")
-    emb = run.embed(["cat.jpg", "dog.png"])          # [2, C] features, normalised as in training
-    run.export("encoder.onnx")                         # or format="torch" / "safetensors"
-    report = run.probe(probe="knn")                    # the probe report (probe.json's content)
+Also what is cut out of a run to use it: the :class:`Encoder` (the backbone up to one stage, then
+pooled) and the default stage to cut at (:func:`default_layer`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from .engine.checkpoint import load_checkpoint, resolve_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .errors import CheckpointError, ConfigError, DataError
+from .factory import build_backbone
 from .interfaces import Backbone
 from .plugins import Plugins, load_plugins
 
 if TYPE_CHECKING:
     from PIL import Image
 
+log = logging.getLogger(__name__)
+
 ImageInput = Union[str, Path, "Image.Image", Tensor, Sequence[Union[str, Path, "Image.Image"]]]
-ExportFormat = Literal["onnx", "torch", "safetensors"]
-EXPORT_FILES = {"onnx": "encoder.onnx", "torch": "backbone.pt", "safetensors": "backbone.safetensors"}
-
-
-def build_backbone(spec: Mapping[str, Any], plugins: Plugins) -> Backbone:
-    """A run config's ``backbone`` section (``{"name": ..., **options}``) -> a fresh backbone."""
-    from .factory import create_backbone
-
-    return create_backbone(spec["name"], plugins, **{k: v for k, v in spec.items() if k != "name"})
+Pool = Literal["avg", "flatten", "none"]
+POOLS = ("avg", "flatten", "none")
+PROBE_RESULTS = "probe.json"
 
 
 @dataclass
-class Run:
+class LoadedRun:
     """A trained run: its backbone (eval mode, trained weights) and what a consumer needs."""
 
-    backbone: Backbone
-    config: dict[str, Any]  # the full run config, as in RUN/config.json
+    backbone: Backbone = field(repr=False)
+    config: dict[str, Any] = field(repr=False)  # the full run config, as in RUN/config.json
     input_shape: tuple[int, int, int]  # (C, H, W) of the training images
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -50,13 +49,17 @@ class Run:
     epoch: int
     path: Path  # the checkpoint file
     run_dir: Path | None  # the run folder, when one was given
-    history: list[dict[str, Any]] = field(default_factory=list)  # metrics per epoch
-    classes: list[str] | None = None  # the training data's class names, when it had labels
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)  # metrics per epoch
+    classes: list[str] | None = field(default=None, repr=False)  # the training data's class names
     plugins: Plugins | None = field(default=None, repr=False)
 
     @property
     def folder(self) -> Path:
         return self.run_dir or self.path.parent
+
+    @property
+    def backbone_name(self) -> str:
+        return str(self.config["backbone"]["name"])
 
     def _plugins(self) -> Plugins:
         if self.plugins is None:
@@ -73,7 +76,7 @@ class Run:
         images: ImageInput,
         *,
         layer: str | None = None,
-        pool: Literal["avg", "flatten", "none"] = "avg",
+        pool: Pool = "avg",
         batch_size: int = 256,
         device: str | torch.device = "cpu",
     ) -> Tensor:
@@ -85,7 +88,6 @@ class Run:
         [N, C] (``avg``), [N, C*H*W] (``flatten``) or [N, C, H, W] (``none``) on the CPU.
         """
         from .data.augment import normalize
-        from .export.encoder import Encoder, default_layer
 
         x = self.images(images)
         encoder = Encoder(self.backbone, layer or default_layer(self), pool).to(device).eval()
@@ -95,56 +97,16 @@ class Run:
         ]
         return torch.cat(parts)
 
-    def export(self, out: str | Path | None = None, *, format: ExportFormat = "onnx", **options: Any) -> Any:
-        """Write the encoder: ``onnx`` (verified; options ``layer``, ``pool``, ``fp16``, ``images``),
-        ``torch`` or ``safetensors`` (the backbone's weights; option ``torchvision``). ``out``
-        defaults to the run folder's encoder.onnx / backbone.pt / backbone.safetensors."""
-        if format not in EXPORT_FILES:
-            raise ConfigError(f"unknown export format '{format}': use {', '.join(EXPORT_FILES)}")
-        out = Path(out) if out is not None else self.folder / EXPORT_FILES[format]
-        if format == "onnx":
-            from .export.onnx import export_onnx
 
-            return export_onnx(self, out, plugins=self._plugins(), **options)
-        if format == "torch":
-            from .export.torch_weights import export_torch
-
-            return export_torch(self, out, plugins=self._plugins(), **options)
-        from .export.safetensors_export import export_safetensors
-
-        return export_safetensors(self, out, plugins=self._plugins(), **options)
-
-    def probe(
-        self,
-        data: str | None = None,
-        *,
-        probe: str = "knn",
-        layers: Sequence[str] = (),
-        test_data: str | None = None,
-        **settings: Any,
-    ) -> dict[str, Any]:
-        """Train and evaluate ``probe`` on the frozen trunk (default data: the run's own dataset);
-        returns the report ``sslkit probe`` writes as probe.json (``report["layers"][layer]["test_acc"]``).
-        ``settings`` are :class:`sslkit.probes.engine.ProbeSettings` fields (``options``, ``seed``, ``device`` ...)."""
-        from .probes.engine import ProbeSettings, Trunk, load_splits, run_probes
-
-        plugins = self._plugins()
-        chosen = ProbeSettings(probe=probe, layers=tuple(layers), **settings)
-        data_cfg = self.config["data"]
-        trunk = Trunk(self.backbone, self.mean, self.std, describe(self), self.config, data_cfg.get("image_size"))
-        splits = load_splits(data or data_cfg["name"], test_data, plugins, chosen, data_cfg.get("image_size"))
-        report = run_probes(trunk, splits, plugins, chosen)
-        report["run"] = str(self.folder)
-        return report
-
-
-def describe(run: Run) -> str:
+def describe(run: LoadedRun) -> str:
     return f"pretrained: {run.run_dir or run.path} ({run.task}, epoch {run.epoch})"
 
 
-def load_run(run: str | Path | Run, plugins: Plugins | None = None, *, map_location: str | torch.device = "cpu") -> Run:
+def load_run(
+    run: str | Path | LoadedRun, plugins: Plugins | None = None, *, map_location: str | torch.device = "cpu"
+) -> LoadedRun:
     """A run folder (or checkpoint file) -> its backbone with the trained weights, in eval mode."""
-    if isinstance(run, Run):
+    if isinstance(run, LoadedRun):
         return run
     plugins = plugins or load_plugins()
     path = resolve_checkpoint(run)
@@ -163,7 +125,7 @@ def load_run(run: str | Path | Run, plugins: Plugins | None = None, *, map_locat
     if data.get("mean") is None or data.get("std") is None:
         raise CheckpointError(f"'{path}': the run's config has no data.mean/std; re-train with a current sslkit")
     facts = state.get("data", {})
-    return Run(
+    return LoadedRun(
         backbone=backbone.eval(),
         config=config,
         input_shape=tuple(int(s) for s in facts["shape"]),  # type: ignore[arg-type]
@@ -177,6 +139,62 @@ def load_run(run: str | Path | Run, plugins: Plugins | None = None, *, map_locat
         classes=facts.get("classes"),
         plugins=plugins,
     )
+
+
+class Encoder(nn.Module):
+    """Normalised images [B, C, H, W] float32 -> features of stage ``layer``.
+
+    ``pool``: ``avg`` -> [B, C] (global average over the map), ``flatten`` -> [B, C*H*W],
+    ``none`` -> [B, C, H, W]. With ``half`` the backbone runs in float16 (its weights must
+    already be float16) while inputs and outputs stay float32, so a consumer never converts.
+    """
+
+    def __init__(self, backbone: Backbone, layer: str, pool: str = "avg", half: bool = False) -> None:
+        super().__init__()
+        if pool not in POOLS:
+            raise ConfigError(f"unknown pool '{pool}': use one of {', '.join(POOLS)}")
+        self.backbone = backbone
+        self.layer = backbone.stage(layer).name  # an unknown stage is a one-line error here
+        self.pool = pool
+        # Not ``self.half``: that would hide nn.Module.half() (encoder.half() would call a bool).
+        self.fp16 = half
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images.half() if self.fp16 else images
+        f = self.backbone(x, [self.layer])[self.layer]
+        if self.pool == "avg":
+            f = F.adaptive_avg_pool2d(f, 1).flatten(1)
+        elif self.pool == "flatten":
+            f = f.flatten(1)
+        return f.float() if self.fp16 else f
+
+
+def default_layer(run: LoadedRun) -> str:
+    """The stage named by ``RUN/probe.json`` ("best_layer", written by probing), else the last."""
+    names = run.backbone.stage_names
+    probe = run.run_dir / PROBE_RESULTS if run.run_dir else None
+    if probe is None or not probe.is_file():
+        return names[-1]
+    try:
+        best = json.loads(probe.read_text()).get("best_layer")
+    except (OSError, ValueError, AttributeError):
+        log.warning("could not read %s; exporting the last stage '%s' (use --layer to choose)", probe, names[-1])
+        return names[-1]
+    if best is None:
+        return names[-1]
+    if best not in names:
+        raise CheckpointError(
+            f"{probe} names best_layer '{best}', which backbone '{run.config['backbone']['name']}' "
+            f"does not have (stages: {', '.join(names)}); pass --layer"
+        )
+    log.info("exporting stage '%s', the best layer in %s", best, probe)
+    return best
+
+
+def output_shape(encoder: Encoder, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-image output shape (without the batch dimension), from one forward pass."""
+    with torch.no_grad():
+        return tuple(encoder(torch.zeros(1, *input_shape)).shape[1:])
 
 
 def as_images(images: ImageInput, shape: Sequence[int]) -> Tensor:

@@ -71,11 +71,12 @@ def test_train_errors_are_one_line(tmp_path, plugins):
 
 
 def test_load_is_the_one_loader(run, plugins):
-    from sslkit.export.encoder import load_run as export_loader
-    from sslkit.probes.engine import load_trunk
+    from sslkit.export import onnx, torch_weights
+    from sslkit.probes.trunk import load_trunk
 
     loaded = sslkit.load(run.folder, plugins=plugins)
-    assert export_loader is sslkit.run.load_run
+    assert onnx.load_run is torch_weights.load_run is sslkit.run.load_run
+    assert isinstance(loaded, sslkit.Run) and isinstance(loaded, sslkit.run.LoadedRun)
     assert loaded.history == run.history and loaded.config == run.config and loaded.epoch == 1
     trunk = load_trunk(run.folder, plugins)
     state = torch.load(run.folder / "checkpoint.pt", weights_only=True)["backbone"]
@@ -119,8 +120,10 @@ def test_embed_errors(run, tmp_path):
 def test_export_and_probe_from_the_run(run, tmp_path):
     result = run.export(tmp_path / "b.pt", format="torch")
     assert result.tensors == len(torch.load(tmp_path / "b.pt", weights_only=True))
-    with pytest.raises(ConfigError, match="unknown export format"):
-        run.export(tmp_path / "b.x", format="pickle")  # type: ignore[arg-type]
+    with pytest.raises(UnknownNameError, match="unknown export format 'pickle'.*known: onnx, safetensors, torch"):
+        run.export(tmp_path / "b.x", format="pickle")
+    with pytest.raises(ConfigError, match="--format torch has no option 'layer'; its options: torchvision"):
+        run.export(tmp_path / "b.x", format="torch", layer="block2")
     report = run.probe(probe="knn", layers=["block2"], labels_per_class=20, device="cpu")
     assert set(report["layers"]) == {"block2"} and 0.0 <= report["layers"]["block2"]["test_acc"] <= 1.0
     assert report["run"] == str(run.folder)
@@ -170,3 +173,17 @@ def test_cli_choices_match_the_config():
     from sslkit.config import RunConfig
 
     assert typing.get_args(Precision) == typing.get_args(RunConfig.model_fields["precision"].annotation)
+
+
+def test_train_arguments_of_the_wrong_kind_are_one_line_before_anything_is_written(tmp_path, plugins):
+    tiny = {"epochs": 1, "backbone.width": 0.1, "backbone.blocks": 3, "data.subset": 32, "data.batch_size": 16}
+    for resume in ("yes", 0, 1):
+        with pytest.raises(ConfigError, match=rf"resume={resume!r}: use False"):
+            sslkit.train("rotation", tmp_path / "r", plugins=plugins, resume=resume, **tiny)
+    with pytest.raises(ConfigError, match="callbacks\\[0\\] is a object, not an sslkit.Callback"):
+        sslkit.train("rotation", tmp_path / "c", plugins=plugins, callbacks=[object()], **tiny)
+    with pytest.raises(UnknownNameError, match="unknown logger 'nonsense'"):  # one name, not its letters
+        sslkit.train("rotation", tmp_path / "l", plugins=plugins, loggers="nonsense", **tiny)
+    assert not any((tmp_path / d).exists() for d in "rcl")
+    with pytest.raises(ConfigError, match="backbone name must be a non-empty string"):
+        sslkit.create_backbone(None, plugins=plugins)  # type: ignore[arg-type]

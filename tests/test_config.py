@@ -147,8 +147,10 @@ def test_sets_override_presets_and_flags_override_sets(plugins):
     assert cfg.backbone["width"] == 0.25
     assert cfg.backbone["blocks"] == 4
     assert cfg.schedule.milestones == (2, 4)
-    cfg = assemble("rotation", plugins, sets=["epochs=7"], flags={"epochs": 9})
-    assert cfg.epochs == 9
+    cfg = assemble("rotation", plugins, sets=["backbone.width=0.25"], flags={"epochs": 9})
+    assert cfg.epochs == 9 and cfg.backbone["width"] == 0.25
+    with pytest.raises(ConfigError, match="disagree"):  # a flag never silently wins over a --set of its key
+        assemble("rotation", plugins, sets=["epochs=7"], flags={"epochs": 9})
 
 
 def test_preset_flag_values_win_over_file(plugins, tmp_path):
@@ -360,3 +362,23 @@ def test_bad_value_in_config_file(plugins, tmp_path):
     with pytest.raises(ConfigError) as info:
         assemble("rotation", plugins, config_file=path)
     assert "data.batch_size" in _one_line(info)
+
+
+def test_a_flag_and_a_set_of_the_same_key_that_disagree_are_one_line(plugins):
+    with pytest.raises(ConfigError, match=r"the option for 'epochs' \(1\) and --set epochs=0 disagree"):
+        assemble("rotation", plugins, sets=["epochs=0"], flags={"epochs": 1})
+    cfg = assemble("rotation", plugins, sets=["epochs=3"], flags={"epochs": 3})  # agreeing is fine
+    assert cfg.epochs == 3
+
+
+def test_one_dotted_key_parser_for_set_flags_and_keywords():
+    from sslkit.api import overrides_layer
+    from sslkit.config import nested, parse_sets
+
+    want = {"backbone": {"width": 0.25, "blocks": 3}, "optim": {"lr": 0.05}}
+    assert parse_sets(["backbone.width=0.25", "backbone.blocks=3", "optim.lr=0.05"]) == want
+    assert overrides_layer({"backbone.width": 0.25, "backbone": {"blocks": 3}, "optim": {"lr": 0.05}}) == want
+    assert nested({"a.b": 1, "a.c": 2}) == {"a": {"b": 1, "c": 2}}
+    for bad in (["a=1", "a.b=2"], ["a.b=1", "a.b.c=2"], ["a..b=1"]):
+        with pytest.raises(ConfigError, match="--set"):
+            parse_sets(bad)

@@ -179,8 +179,9 @@ def logits_count(task: str, options: dict) -> int:
 
 def test_probe_training_reads_back_once_per_epoch(plugins):
     from sslkit.config import validate_section
-    from sslkit.probes import engine
     from sslkit.probes.features import CachedFeatures
+    from sslkit.probes.settings import ProbeSettings
+    from sslkit.probes.training import train_probe
 
     cls = plugins.probes.get("linear")
     probe = cls(validate_section(cls.Config, {"epochs": 1, "batch_size": 8}, "probe."), (4, 2, 2), 3).cuda()
@@ -192,9 +193,7 @@ def test_probe_training_reads_back_once_per_epoch(plugins):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            history, _ = engine.train_probe(
-                probe, feats, labels, engine.ProbeSettings(probe="linear"), torch.device("cuda"), val=val
-            )
+            history, _ = train_probe(probe, feats, labels, ProbeSettings(probe="linear"), torch.device("cuda"), val=val)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
@@ -205,16 +204,18 @@ def test_probe_training_reads_back_once_per_epoch(plugins):
 def test_probes_with_validation_run_on_cuda(plugins):
     """The bug of issue 12: CPU predictions vs GPU labels crashed every probe with a validation split."""
     from sslkit.data.datasets import load_dataset
-    from sslkit.probes import engine
+    from sslkit.probes.evaluation import run_probes
+    from sslkit.probes.settings import ProbeSettings
     from sslkit.probes.splits import make_splits
+    from sslkit.probes.trunk import Trunk
 
     data = load_dataset("sample", plugins, "train")
     splits = make_splits(data, None, val_fraction=0.1, test_fraction=0.2, labels_per_class=None, seed=0)
     torch.manual_seed(0)
-    trunk = engine.Trunk(create_backbone("nin", blocks=3, width=0.1), MEAN, STD, "random", None)
+    trunk = Trunk(create_backbone("nin", blocks=3, width=0.1), MEAN, STD, "random", None)
     for probe in ("linear", "mlp", "conv"):
-        settings = engine.ProbeSettings(probe=probe, device="cuda", options={"epochs": 1}, max_steps=3)
-        report = engine.run_probes(trunk, splits, plugins, settings)
+        settings = ProbeSettings(probe=probe, device="cuda", options={"epochs": 1}, max_steps=3)
+        report = run_probes(trunk, splits, plugins, settings)
         layer = next(iter(report["layers"].values()))
         assert 0 <= layer["val"]["acc"] <= 1 and 0 <= layer["test_acc"] <= 1
 
@@ -237,7 +238,7 @@ def exported(tmp_path_factory):
 
 def test_ort_runs_on_the_cuda_provider(exported):
     from sslkit.deploy import OnnxEncoder
-    from sslkit.export.encoder import Encoder
+    from sslkit.run import Encoder
 
     bb, root = exported
     enc = OnnxEncoder(root / "fp32.onnx", provider="cuda")

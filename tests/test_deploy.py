@@ -19,8 +19,8 @@ from sslkit.data.augment import normalize
 from sslkit.deploy import OnnxEncoder
 from sslkit.errors import DeployError
 from sslkit.export import export_encoder
-from sslkit.export.encoder import Encoder
 from sslkit.retrieval import cosine_neighbors
+from sslkit.run import Encoder
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 

@@ -18,9 +18,9 @@ from sslkit.config import assemble
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError, ExportError
 from sslkit.export import export_encoder, export_onnx, export_torch
-from sslkit.export.encoder import Encoder, default_layer, load_run
 from sslkit.export.onnx import FORMAT, TOLERANCE
 from sslkit.plugins import load_plugins
+from sslkit.run import Encoder, default_layer, load_run
 
 BACKBONES = load_plugins().backbones.names()
 # Small but real: every stage keeps its structure, only channel counts shrink.
@@ -208,7 +208,7 @@ def test_torchvision_weights_load_into_torchvision(plugins, tmp_path):
     """A resnet18 run exported with --torchvision loads into torchvision's model (stem swapped)."""
     import torchvision
 
-    from sslkit.engine.checkpoint import save_checkpoint
+    from sslkit.checkpoint import save_checkpoint
 
     cfg = assemble(
         "rotation", plugins, sets=["backbone.name=resnet18", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"]

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from sslkit import __version__
-from sslkit.engine.checkpoint import FORMAT, load_checkpoint
+from sslkit.checkpoint import FORMAT, load_checkpoint
 from sslkit.errors import CheckpointError
 
 TINY = [
@@ -220,12 +220,20 @@ def test_other_exceptions_keep_their_traceback(exc, monkeypatch):
         main(["plugins"])
 
 
-def test_export_to_a_folder_fails_before_exporting(run, tmp_path):
+def test_export_to_a_folder_writes_the_formats_file_in_it(run, tmp_path):
+    """`-o exports/` is a folder (created if need be), never a file named `exports`."""
     folder = tmp_path / "exports"
     folder.mkdir()
-    result = sslkit("export", run, "-o", f"{folder}/")
-    one_error_line(result, f"-o '{folder}': is a folder", f"{folder / 'encoder.onnx'}")
-    assert "verified" not in result.stdout and not list(folder.iterdir())
+    result = sslkit("export", run, "--format", "torch", "-o", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in folder.iterdir()] == ["backbone.pt"]
+    missing = tmp_path / "expdir"
+    result = sslkit("export", run, "--format", "safetensors", "-o", f"{missing}/")
+    assert result.returncode == 0, result.stderr
+    assert missing.is_dir() and [p.name for p in missing.iterdir()] == ["backbone.safetensors"]
+    file_in_the_way = tmp_path / "f"
+    file_in_the_way.write_text("x")
+    one_error_line(sslkit("export", run, "-o", f"{file_in_the_way}/x.onnx"), "is a file, not a folder")
 
 
 def test_checkpoint_without_config(tmp_path):

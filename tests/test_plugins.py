@@ -541,3 +541,67 @@ def test_cli_plugins_json():
     assert rows[("pretext task", "rotation")]["distribution"] == "sslkit-rotation"
     assert rows[("pretext task", "rotation")]["version"] == rot["version"]
     assert rows[("backbone", "nin")]["distribution"] == "sslkit"
+
+
+# --------------------------------------------------------------------------- exporters, recipes, hostile plugins
+
+
+def test_export_formats_and_reproductions_are_registered_like_plugins(loaded):
+    assert {"onnx", "torch", "safetensors"} <= set(loaded.exporters.names())
+    assert loaded.exporters.entry("onnx").provider.distribution == "sslkit"
+    assert loaded.recipes.entry("rotnet-cifar10").provider.distribution == "sslkit-rotation"
+    assert loaded.recipes.entry("context-cifar10").provider.distribution == "sslkit-context"
+
+
+def test_wrong_exporter_and_recipe_registrations_skip_the_plugin(caplog):
+    from sslkit.reproduce.protocols import rotnet_protocol
+
+    bad_exporter = types.SimpleNamespace(register_exporters=hookimpl(lambda register: register("x", object)))
+    recipes = rotnet_protocol("mine", "rotation", {}, "nowhere", quick_width=0.5, quick_pretext={})
+    bad_recipe = types.SimpleNamespace(
+        __name__="bad_recipe", register_recipes=hookimpl(lambda register: register("other-name", recipes))
+    )
+    plugins = load_plugins(extra=[bad_exporter, bad_recipe], entry_points=False)
+    failed = {r.name: r.error for r in plugins.records if r.status == "failed"}
+    assert "not a subclass of sslkit.Exporter" in failed["SimpleNamespace"]
+    assert "names another recipe or preset" in failed["bad_recipe"]
+    assert not plugins.exporters.names() and not plugins.recipes.names()
+
+
+def test_an_exception_that_cannot_print_itself_still_names_the_plugin(caplog):
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    def boom(register):
+        raise Unprintable()
+
+    plugin = types.SimpleNamespace(__name__="hostile", register_backbones=hookimpl(boom))
+    plugins = load_plugins(extra=[plugin], entry_points=False)
+    assert "Unprintable: (its message could not be printed)" in _record(plugins, "hostile").error
+
+
+def test_a_plugin_that_prints_while_loading_writes_to_stderr(tmp_path):
+    """Its output must not corrupt `sslkit plugins --json` on stdout."""
+    (tmp_path / "chatty_plugin.py").write_text(
+        "print('hello from the plugin')\n"
+        "from sslkit import hookimpl\n\n"
+        "@hookimpl\n"
+        "def register_probes(register):\n"
+        "    print('registering')\n"
+    )
+    code = (
+        "import json, sys; from sslkit.plugins import load_plugins; "
+        "p = load_plugins(extra=['chatty_plugin'], entry_points=False); print(json.dumps(p.probes.names()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        json.loads(result.stdout) == [] and "hello from the plugin" in result.stderr and "registering" in result.stderr
+    )

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from sslkit.config import validate_section
-from sslkit.probes import engine
+from sslkit.probes import training as engine
 from sslkit.probes.features import CachedFeatures
+from sslkit.probes.settings import ProbeSettings
 
 
 def _probe(plugins, epochs: int = 1, batch_size: int = 8):
@@ -55,7 +56,7 @@ def test_validation_compares_on_the_labels_device(plugins, monkeypatch):
     probe = _probe(plugins, epochs=2)
     train, labels = _data(32, 2)
     val_src, val_labels = _data(12, 3)
-    settings = engine.ProbeSettings(probe="linear", device="cpu")
+    settings = ProbeSettings(probe="linear", device="cpu")
     history, _ = engine.train_probe(
         probe, train, labels, settings, torch.device("cpu"), val=(val_src, val_labels.to("meta"))
     )
@@ -75,6 +76,6 @@ def test_no_host_read_per_step(plugins, monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, counted)
     probe = _probe(plugins, epochs=1, batch_size=4)
     train, labels = _data(64, 4)  # 16 steps
-    history, _ = engine.train_probe(probe, train, labels, engine.ProbeSettings(probe="linear"), torch.device("cpu"))
+    history, _ = engine.train_probe(probe, train, labels, ProbeSettings(probe="linear"), torch.device("cpu"))
     assert reads["n"] <= 2, f"{reads['n']} host reads for 16 steps"
     assert 0 <= history[0]["train_acc"] <= 1 and history[0]["train_loss"] > 0

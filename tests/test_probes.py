@@ -10,9 +10,13 @@ import torch
 
 from sslkit.cli import main
 from sslkit.data.datasets import ImageData
+from sslkit.errors import ConfigError
 from sslkit.factory import create_backbone, create_probe
+from sslkit.probes import evaluation
 from sslkit.probes.knn import KNNProbe
-from sslkit.probes.splits import first_k_per_class, make_splits
+from sslkit.probes.settings import ProbeSettings
+from sslkit.probes.splits import first_k_per_class, load_splits, make_splits
+from sslkit.probes.trunk import load_trunk
 
 
 def _params(m):
@@ -164,7 +168,7 @@ def test_probe_command_errors_are_one_line(plugins, tmp_path, capsys):
 
 
 def test_frozen_probe_leaves_the_trunk_alone_and_finetune_trains_it(plugins):
-    from sslkit.probes.engine import ProbeSettings, load_splits, load_trunk, run_probes
+    from sslkit.probes.evaluation import run_probes
 
     trunk = load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"blocks": 3, "width": 0.1})
     before = {k: v.clone() for k, v in trunk.backbone.state_dict().items()}
@@ -190,21 +194,20 @@ def test_frozen_probe_leaves_the_trunk_alone_and_finetune_trains_it(plugins):
 def test_a_feature_cache_extracts_each_layer_once_and_changes_no_number(plugins, monkeypatch):
     """sslkit reproduce runs several probes on one trunk: with a shared cache the trunk runs once
     per split and layer, and every report equals the one computed without the cache."""
-    from sslkit.probes import engine
 
-    trunk = engine.load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"width": 0.1})
-    settings = engine.ProbeSettings(labels_per_class=20, device="cpu", max_steps=2, options={"epochs": 1})
-    splits = engine.load_splits("sample", None, plugins, settings)
+    trunk = load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"width": 0.1})
+    settings = ProbeSettings(labels_per_class=20, device="cpu", max_steps=2, options={"epochs": 1})
+    splits = load_splits("sample", None, plugins, settings)
     jobs = [
         settings.model_copy(update={"probe": "mlp", "layers": ("block1", "block2")}),
         settings.model_copy(update={"probe": "knn", "layers": ("block2",), "options": {}}),
     ]
-    plain = [engine.run_probes(trunk, splits, plugins, job) for job in jobs]
+    plain = [evaluation.run_probes(trunk, splits, plugins, job) for job in jobs]
     calls = []
-    real = engine.extract
-    monkeypatch.setattr(engine, "extract", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    cache: engine.FeatureCache = {}
-    cached = [engine.run_probes(trunk, splits, plugins, job, feature_cache=cache) for job in jobs]
+    real = evaluation.extract
+    monkeypatch.setattr(evaluation, "extract", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    cache: evaluation.FeatureCache = {}
+    cached = [evaluation.run_probes(trunk, splits, plugins, job, feature_cache=cache) for job in jobs]
     assert calls == [["block1", "block2"]] * 3  # train, val, test; the kNN job extracted nothing
     for a, b in zip(plain, cached, strict=True):
         assert {k: v["test_acc"] for k, v in a["layers"].items()} == {k: v["test_acc"] for k, v in b["layers"].items()}
@@ -229,7 +232,18 @@ def test_tiled_trunk_reads_each_tile_on_its_own_and_stitches_the_maps():
 
 
 def test_probe_command_tiles(plugins, tmp_path, capsys):
-    args = ["probe", "--random-init", "--backbone", "nin", "--backbone-set", "width=0.1", "--probe", "knn"]
+    args = [
+        "probe",
+        "--random-init",
+        "--backbone",
+        "nin",
+        "--backbone-set",
+        "width=0.1",
+        "--probe",
+        "knn",
+        "--data",
+        "sample",
+    ]
     args += ["--layer", "block2", "-k", "20", "--device", "cpu", "--out", str(tmp_path)]
     code, _, err = _cli(capsys, *args, "--tiles", "4")
     assert code == 0, err
@@ -263,18 +277,17 @@ def test_cached_flip_draws_each_training_sample_from_the_image_or_its_mirror():
 
 def test_probe_flip_extracts_the_mirrored_training_split_once(plugins, monkeypatch):
     from sslkit.data.augment import normalize
-    from sslkit.probes import engine
 
-    trunk = engine.load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"width": 0.1})
-    settings = engine.ProbeSettings(
+    trunk = load_trunk(None, plugins, random_init=True, backbone="nin", backbone_options={"width": 0.1})
+    settings = ProbeSettings(
         labels_per_class=20, device="cpu", max_steps=2, options={"epochs": 1}, layers=("block2",), flip=True
     )
-    splits = engine.load_splits("sample", None, plugins, settings)
+    splits = load_splits("sample", None, plugins, settings)
     calls = []
-    real = engine.extract
-    monkeypatch.setattr(engine, "extract", lambda *a, **k: calls.append((len(a[1]), a[8])) or real(*a, **k))
-    cache: engine.FeatureCache = {}
-    report = engine.run_probes(trunk, splits, plugins, settings, feature_cache=cache)
+    real = evaluation.extract
+    monkeypatch.setattr(evaluation, "extract", lambda *a, **k: calls.append((len(a[1]), a[8])) or real(*a, **k))
+    cache: evaluation.FeatureCache = {}
+    report = evaluation.run_probes(trunk, splits, plugins, settings, feature_cache=cache)
     assert sorted(calls) == sorted(
         [(len(splits.train), False), (len(splits.train), True), (len(splits.val), False), (len(splits.test), False)]
     )
@@ -285,10 +298,10 @@ def test_probe_flip_extracts_the_mirrored_training_split_once(plugins, monkeypat
         torch.testing.assert_close(mirrored[:4], trunk.backbone.eval()(x, ["block2"])["block2"], atol=1e-4, rtol=1e-4)
     calls.clear()
     knn = settings.model_copy(update={"probe": "knn", "options": {}})
-    assert "no augmentation" in engine.run_probes(trunk, splits, plugins, knn, feature_cache=cache)["features"]
+    assert "no augmentation" in evaluation.run_probes(trunk, splits, plugins, knn, feature_cache=cache)["features"]
     assert calls == []  # kNN trains nothing: the cached unflipped features serve it
-    with pytest.raises(engine.ConfigError, match="--flip applies to cached features"):
-        engine.run_probes(trunk, splits, plugins, settings.model_copy(update={"augment": True}))
+    with pytest.raises(ConfigError, match="--flip applies to cached features"):
+        evaluation.run_probes(trunk, splits, plugins, settings.model_copy(update={"augment": True}))
 
 
 def test_features_are_read_at_the_runs_training_precision(plugins, tmp_path):
@@ -296,16 +309,15 @@ def test_features_are_read_at_the_runs_training_precision(plugins, tmp_path):
     close to the fp32 pass; --precision fp32 overrides it."""
     from sslkit.config import assemble
     from sslkit.engine.trainer import train
-    from sslkit.probes import engine
 
     sets = ["backbone.blocks=3", "backbone.width=0.1", "data.subset=64", "data.batch_size=32", "precision=bf16"]
     train(assemble("rotation", plugins, sets=sets, flags={"epochs": 1, "device": "cpu"}), tmp_path, plugins=plugins)
-    trunk = engine.load_trunk(tmp_path, plugins)
-    settings = engine.ProbeSettings(probe="knn", layers=("block2",), labels_per_class=10, device="cpu")
-    splits = engine.load_splits("sample", None, plugins, settings)
-    caches: dict[str, engine.FeatureCache] = {"auto": {}, "fp32": {}}
+    trunk = load_trunk(tmp_path, plugins)
+    settings = ProbeSettings(probe="knn", layers=("block2",), labels_per_class=10, device="cpu")
+    splits = load_splits("sample", None, plugins, settings)
+    caches: dict[str, evaluation.FeatureCache] = {"auto": {}, "fp32": {}}
     for precision, cache in caches.items():
-        report = engine.run_probes(
+        report = evaluation.run_probes(
             trunk, splits, plugins, settings.model_copy(update={"precision": precision}), feature_cache=cache
         )
         assert ("bf16 autocast" in report["features"]) == (precision == "auto")

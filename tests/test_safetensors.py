@@ -10,9 +10,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import sslkit
+from sslkit.checkpoint import save_checkpoint
 from sslkit.cli import main
 from sslkit.config import assemble
-from sslkit.engine.checkpoint import save_checkpoint
 from sslkit.errors import ExportError
 from sslkit.export import export_safetensors, load_safetensors
 
@@ -94,4 +94,4 @@ def test_errors(tmp_path, plugins, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(tmp_path / "run"), "--format", "safetensors", "--pool", "flatten"])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "ONNX options" in err and err.count("\n") == 1
+    assert exit_.value.code == 2 and "has no option 'pool'; its options: torchvision" in err and err.count("\n") == 1

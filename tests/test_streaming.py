@@ -15,11 +15,11 @@ from sslkit.config import assemble
 from sslkit.data.augment import Crop, center_boxes, random_resized_boxes, resample_boxes
 from sslkit.data.datasets import load_folder
 from sslkit.data.source import StoreSource, iterate_batches, open_source
-from sslkit.engine.callbacks import Callback
 from sslkit.engine.rundir import RunLock
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError, ConfigError
 from sslkit.files import OutputBusyError
+from sslkit.interfaces import Callback
 
 TINY = ["backbone.blocks=3", "backbone.width=0.1", "data.batch_size=16", "data.holdout=0.2"]
 

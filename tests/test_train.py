@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
+from sslkit.checkpoint import FORMAT
 from sslkit.config import assemble
-from sslkit.engine.checkpoint import FORMAT
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError
 

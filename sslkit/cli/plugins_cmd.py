@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
-        """List pretext tasks, backbones, probes and datasets, with the plugin that provides each."""
+        """List pretext tasks, backbones, probes, datasets, loggers, export formats and reproductions, with the
+        plugin that provides each."""
         from ..api import EXTRAS, optional_packages
         from ..plugins import load_plugins
         from ..registry import as_rows, conflict_rows

@@ -50,23 +50,6 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         console.print(f"best layer (validation): {report['best_layer']}")
 
 
-def option_error(exc: Any, model: Any) -> str:
-    """A pydantic ValidationError of ProbeSettings as one line naming the CLI option and its
-    valid range, e.g. "--val-fraction 0.7: out of range; use a value >= 0 and < 0.5"."""
-    err = exc.errors()[0]
-    field = str(err["loc"][0]) if err["loc"] else ""
-    option = f"--{field.replace('_', '-')} {err.get('input')!r}"
-    bounds = [
-        f"{op} {getattr(m, attr)}"
-        for m in getattr(model.model_fields.get(field), "metadata", [])
-        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-        if getattr(m, attr, None) is not None
-    ]
-    if bounds:
-        return f"{option}: out of range; use a value {' and '.join(bounds)}"
-    return f"{option}: {err['msg'].removeprefix('Input ')}"
-
-
 def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe_command(
@@ -79,8 +62,11 @@ def register(app: typer.Typer) -> None:
             None, "--layers", help="'all' (every stage, Table 1) or a comma-separated list."
         ),
         probe: str = typer.Option("mlp", "--probe", "-p", help="linear, mlp, conv, knn or a plugin's probe."),
-        data: str = typer.Option(
-            "sample", "--data", "-d", help="Labelled training data: dataset name or folder of class sub-folders."
+        data: str | None = typer.Option(
+            None,
+            "--data",
+            "-d",
+            help="Labelled training data: dataset name or folder of class sub-folders [default: the run's own data].",
         ),
         test_data: str | None = typer.Option(
             None,
@@ -137,13 +123,13 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """Train and evaluate a probe; writes probe.json (probe-random-init.json with --random-init)."""
-        from pydantic import ValidationError
         from rich.console import Console
 
         from ..config import parse_sets
         from ..errors import ConfigError
         from ..plugins import load_plugins
-        from ..probes.engine import ProbeSettings, load_splits, load_trunk, run_probes, write_report
+        from ..probes.runner import probe_run, write_report
+        from ..probes.settings import probe_settings
 
         plugins = load_plugins(ctx.obj["plugins"])
         if run is None and not (random_init and backbone):
@@ -151,41 +137,38 @@ def register(app: typer.Typer) -> None:
         names = list(layer) + ([s.strip() for s in layers.split(",") if s.strip()] if layers else [])
         if select not in ("last", "val"):
             raise ConfigError(f"--select '{select}': use last or val")
-        try:
-            settings = ProbeSettings(
-                probe=probe,
-                options=parse_sets(sets),
-                layers=tuple(names),
-                finetune=finetune,
-                augment=augment,
-                labels_per_class=labels_per_class,
-                epoch_size=epoch_size,
-                val_fraction=val_fraction,
-                select=select,
-                seed=seed,
-                device=device,
-                tiles=tiles,
-                flip=flip,
-                precision=precision,
-            )
-        except ValidationError as exc:  # checked before any data or weights are loaded
-            raise ConfigError(option_error(exc, ProbeSettings)) from None
-        trunk = load_trunk(
-            run,
-            plugins,
-            random_init=random_init,
-            backbone=backbone,
-            backbone_options=parse_sets(backbone_sets),
+        settings = probe_settings(  # checked before any data or weights are loaded
+            probe=probe,
+            options=parse_sets(sets),
+            layers=tuple(names),
+            finetune=finetune,
+            augment=augment,
+            labels_per_class=labels_per_class,
+            epoch_size=epoch_size,
+            val_fraction=val_fraction,
+            select=select,
             seed=seed,
+            device=device,
+            tiles=tiles,
+            flip=flip,
+            precision=precision,
         )
-        splits = load_splits(data, test_data, plugins, settings, trunk.image_size)
         console = Console(stderr=True, soft_wrap=True)
         hook = lambda lay, r: console.print(  # noqa: E731
             f"{lay} epoch {r['epoch']}  loss {r['train_loss']:.4f}  train {r['train_acc']:.1%}"
             + (f"  val {r['val_acc']:.1%}" if "val_acc" in r else "")
         )
-        report = run_probes(trunk, splits, plugins, settings, on_epoch=hook)
-        report["run"] = str(run) if run is not None else None
+        report = probe_run(
+            run,
+            settings,
+            plugins,
+            data=data,
+            test_data=test_data,
+            random_init=random_init,
+            backbone=backbone,
+            backbone_options=parse_sets(backbone_sets),
+            on_epoch=hook,
+        )
         folder = out or (run if run is not None and run.is_dir() else (run.parent if run is not None else Path(".")))
         path = write_report(report, folder, "probe-random-init.json" if random_init else "probe.json")
         print_report(report, Console(soft_wrap=True))

@@ -6,12 +6,18 @@ from pathlib import Path
 
 import typer
 
+from .completion import complete_recipes
+
 
 def register(app: typer.Typer) -> None:
     @app.command("reproduce")
     def reproduce_command(
         ctx: typer.Context,
-        name: str = typer.Argument(..., help="rotnet-cifar10 or context-cifar10."),
+        name: str = typer.Argument(
+            ...,
+            autocompletion=complete_recipes,
+            help="A registered reproduction: rotnet-cifar10, context-cifar10 or a plugin's (see 'sslkit plugins').",
+        ),
         preset: str = typer.Option(
             "quick", "--preset", help="paper, repo (full protocols, GPU hours) or quick (CPU, ~15 min)."
         ),

@@ -27,30 +27,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply the training augmentation and the task's transform to a few images and save
         them as a labelled grid: one row per image where the task's samples allow it."""
-        import torch
-
         from ..config import assemble
-        from ..data.augment import normalize
-        from ..data.source import sample_images
-        from ..engine.trainer import build_model, make_crop
         from ..plugins import load_plugins
-        from ..preview import save_preview
+        from ..viz.batch import batch_items, save_preview
         from .train_cmd import _flags
 
         plugins = load_plugins(ctx.obj["plugins"])
         flags = _flags(**{"backbone.name": backbone, "data.name": data, "seed": seed})
         cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
-        dataset = sample_images(cfg.data, plugins, images, seed)
-        generator = torch.Generator().manual_seed(seed)
-        mean, std = dataset.stats()
-        # The same steps as the training loop: crop + flip, normalise, the task's transform.
-        x = make_crop(cfg, dataset)(dataset.images, None, generator)
-        x = normalize(x, cfg.data.mean or mean, cfg.data.std or std)
-        model = build_model(cfg, plugins)
-        with torch.no_grad():
-            inputs, targets = model.task.prepare(x, generator)
-            items = model.task.preview(inputs, targets)
-        columns = len(items) // len(dataset) if len(items) % len(dataset) == 0 else min(8, len(items))
+        items, columns, dataset = batch_items(cfg, plugins, images, seed)
         path = save_preview(items, out, columns)
         typer.echo(
             f"wrote {path}: {len(items)} samples of '{task}' from {len(dataset)} images of {dataset.description}"

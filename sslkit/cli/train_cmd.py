@@ -17,16 +17,9 @@ Precision = Literal["fp32", "bf16", "fp16"]
 
 def _flags(**values: Any) -> dict[str, Any]:
     """CLI flags as a config layer; flags left out do not override anything."""
-    out: dict[str, Any] = {}
-    for dotted, value in values.items():
-        if value is None:
-            continue
-        node = out
-        parts = dotted.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
+    from ..config import nested
+
+    return nested({k: v for k, v in values.items() if v is not None}, "flag")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ def _backbone(run: Path, plugins_spec: str | None):
 
 
 def _save(image, out: Path) -> None:
-    from ..engine.checkpoint import atomic_write
+    from ..files import atomic_write
 
     atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
     typer.echo(f"wrote {out} ({image.width}x{image.height})")

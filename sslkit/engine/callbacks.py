@@ -1,16 +1,11 @@
-"""Hooks into the training loop for progress display and experiment logging.
-
-The CLI's progress display is one :class:`Callback`; the experiment loggers (``--logger csv``,
-``tensorboard``, ``wandb``) are others, and a plugin adds its own through the
-``register_callbacks`` hook: ``register("mylogger", MyLogger)``, built as ``MyLogger(context)``
-with a :class:`RunContext`.
-"""
+"""What a registered callback is built with (:class:`RunContext`); the :class:`Callback` interface
+itself is in :mod:`sslkit.interfaces`, with every other extension interface."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -24,24 +19,3 @@ class RunContext:
     config: RunConfig
     out_dir: Path
     plugins: Plugins
-
-
-class Callback:
-    """Override what you need; every method is a no-op by default. Called on rank 0 only
-    for display purposes by the CLI (the loop calls every callback it is given)."""
-
-    def on_data_progress(self, done: int, total: int) -> None:
-        """While the training data is being read (decoded, cached): ``done`` of ``total`` images."""
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        """Once, before the first epoch: device, dataset sizes, steps per epoch, ..."""
-
-    def on_step(self, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        """Every few steps: running loss, pretext accuracy and images/s of this epoch."""
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
-        """After each epoch, with the record written to metrics.jsonl."""
-
-    def on_train_end(self, result: Any | None) -> None:
-        """Once, after training (``result`` is the :class:`~sslkit.engine.trainer.TrainResult`,
-        or None when training failed): flush and close files and sessions here."""

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from ..checkpoint import CHECKPOINT, load_checkpoint
 from ..config import RunConfig
 from ..errors import CheckpointError
 from ..files import OutputLock
-from .checkpoint import CHECKPOINT, load_checkpoint
 
 Resume = bool | Literal["auto"]
 # Keys a resumed run may change; anything else must match the checkpoint's config.

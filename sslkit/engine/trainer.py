@@ -29,16 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..checkpoint import CHECKPOINT, save_checkpoint
 from ..config import RunConfig
 from ..data.augment import Crop, normalize
 from ..data.datasets import ImageData, carve_test, split_holdout, take_subset
 from ..data.source import Source, fingerprint, iterate_batches, open_source
 from ..errors import ConfigError
 from ..factory import create_backbone, create_task
-from ..interfaces import Backbone, PretextTask
+from ..files import write_json, write_jsonl
+from ..interfaces import Backbone, Callback, PretextTask
 from ..plugins import Plugins, load_plugins
-from .callbacks import Callback
-from .checkpoint import CHECKPOINT, save_checkpoint, write_json, write_jsonl
 from .distributed import Placement, setup, teardown
 from .precise_bn import PRECISE_BATCHES, PRECISE_BELOW_STEPS, recompute_batchnorm
 from .precision import autocast

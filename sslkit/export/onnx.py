@@ -22,22 +22,23 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from .. import __version__
 from ..errors import DataError, ExportError
-from ..interfaces import Backbone
+from ..files import atomic_write
+from ..interfaces import Backbone, Config, Exporter
 from ..plugins import Plugins, load_plugins
-from .encoder import Encoder, Run, default_layer, load_run, output_shape
+from ..run import Encoder, LoadedRun, default_layer, load_run, output_shape
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,23 @@ class ExportResult:
     @property
     def worst(self) -> Check:
         return max(self.checks, key=lambda c: c.rel)
+
+    def summary(self) -> list[str]:
+        """What ``sslkit export`` prints: the file, its input contract and every verification."""
+        m = self.metadata
+        c, h, w = json.loads(m["input_shape"])
+        return [
+            f"wrote {self.path} ({self.bytes / 1e6:.2f} MB, {self.dtype}, opset {m['opset']}): "
+            f"{m['backbone']} up to '{self.layer}', pool {self.pool} -> "
+            f"[batch, {', '.join(map(str, self.output_shape))}]",
+            f"input: [batch, {c}, {h}, {w}] float32, {m['channel_order']}, x/255, mean {m['mean']}, std {m['std']}",
+            *(
+                f"  verified on {check.inputs}: max abs error {check.max_abs:.2e}, relative {check.rel:.2e}"
+                for check in self.checks
+            ),
+            f"ok: onnxruntime matches PyTorch within {self.tolerance:.0e} (relative to the largest feature); "
+            f"{self.seconds:.1f}s",
+        ]
 
 
 def channel_order(channels: int) -> str:
@@ -205,7 +223,7 @@ def verify(
 
 
 def _real_images(
-    run: Run, plugins: Plugins, images: Sequence[str | Path] | None, n: int
+    run: LoadedRun, plugins: Plugins, images: Sequence[str | Path] | None, n: int
 ) -> tuple[str, torch.Tensor] | None:
     """A normalised batch of real images: the given files, else a seeded sample of the run's data."""
     from ..data.augment import normalize
@@ -231,6 +249,27 @@ def _real_images(
         return None
     x = normalize(data.images, run.mean, run.std)
     return f"{len(data)} images of {data.description}", x
+
+
+def _check_file(
+    tmp: Path, reference: Encoder, batches: Sequence[tuple[str, torch.Tensor]], tolerance: float, dtype: str, out: Path
+) -> list[Check]:
+    """onnx.checker, then onnxruntime against PyTorch on every batch; an ExportError when either fails."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"the exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+    checks = verify(tmp, reference, batches, tolerance)
+    bad = [c for c in checks if c.rel > tolerance]
+    if bad:
+        c = bad[0]
+        raise ExportError(
+            f"verification failed: onnxruntime differs from PyTorch by {c.rel:.2e} relative (max abs "
+            f"{c.max_abs:.2e}) on {c.inputs}, above the {dtype} tolerance {tolerance:.0e}; nothing was written to {out}"
+        )
+    return checks
 
 
 def export_encoder(
@@ -287,34 +326,21 @@ def export_encoder(
     batches = ([real] if real is not None else []) + [
         (f"random batch of {b}", torch.randn(b, *input_shape, generator=generator)) for b in (1, 7)
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    checks: list[Check] = []
     data_file = out.with_name(out.name + ".data")
     had_data = data_file.exists()
-    try:
+
+    def write_verified(tmp: Path) -> None:  # the file lands under `out` only if it passes
         _write(model, tmp, out)
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except Exception as exc:
-            raise ExportError(f"the exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
-        checks = verify(tmp, reference, batches, tolerance)
-        bad = [c for c in checks if c.rel > tolerance]
-        if bad:
-            c = bad[0]
-            raise ExportError(
-                f"verification failed: onnxruntime differs from PyTorch by {c.rel:.2e} relative (max abs "
-                f"{c.max_abs:.2e}) "
-                f"on {c.inputs}, above the {dtype} tolerance {tolerance:.0e}; nothing was written to {out}"
-            )
-        size = tmp.stat().st_size + (data_file.stat().st_size if data_file.exists() else 0)
-        os.replace(tmp, out)
+        checks.extend(_check_file(tmp, reference, batches, tolerance, dtype, out))
+
+    try:
+        atomic_write(out, write_verified)
     except BaseException:
         if data_file.exists() and not had_data:
             data_file.unlink()
         raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    size = out.stat().st_size + (data_file.stat().st_size if data_file.exists() else 0)
     return ExportResult(
         path=out,
         layer=reference.layer,
@@ -330,7 +356,7 @@ def export_encoder(
 
 
 def export_onnx(
-    run: str | Path | Run,
+    run: str | Path | LoadedRun,
     out: str | Path,
     *,
     layer: str | None = None,
@@ -363,3 +389,24 @@ def export_onnx(
         epoch=r.epoch,
         tolerance=tolerance,
     )
+
+
+class OnnxOptions(Config):
+    layer: str | None = Field(None, description="stage to cut at (default: RUN/probe.json's best_layer, else the last)")
+    pool: Literal["avg", "flatten", "none"] = Field(
+        "avg", description="avg: B x C global average; flatten: B x C*H*W; none: B x C x H x W maps"
+    )
+    fp16: bool = Field(False, description="float16 weights and compute (inputs and outputs stay float32)")
+    images: tuple[str, ...] = Field((), description="verify on these image files/folders instead of the run's data")
+
+
+class OnnxExporter(Exporter):
+    """One self-describing ONNX file, verified against PyTorch before it is written."""
+
+    Config = OnnxOptions
+    file_name = "encoder.onnx"
+    description = "the encoder as one verified ONNX file with its preprocessing in the metadata"
+
+    def export(self, run: LoadedRun, out: Path, plugins: Plugins) -> ExportResult:
+        o = cast(OnnxOptions, self.config)
+        return export_onnx(run, out, layer=o.layer, pool=o.pool, fp16=o.fp16, images=o.images or None, plugins=plugins)

@@ -17,11 +17,12 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ExportError
+from ..factory import build_backbone
 from ..files import atomic_write
-from ..interfaces import Backbone
+from ..interfaces import Backbone, Exporter
 from ..plugins import Plugins, load_plugins
-from ..run import Run, load_run
-from .torch_weights import backbone_weights
+from ..run import LoadedRun, load_run
+from .torch_weights import WeightsOptions, backbone_weights
 
 FORMAT = "sslkit.safetensors/1"
 
@@ -34,6 +35,13 @@ class SafetensorsExport:
     tensors: int
     torchvision: bool
     metadata: dict[str, str]
+
+    def summary(self) -> list[str]:
+        return [
+            f"wrote {self.path}: {self.tensors} tensors of backbone '{self.backbone}' with its config in the "
+            "metadata; load it with:",
+            self.snippet(),
+        ]
 
     def snippet(self) -> str:
         """Python that loads the file, for the user to copy."""
@@ -48,7 +56,7 @@ class SafetensorsExport:
 
 
 def export_safetensors(
-    run: str | Path | Run, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
+    run: str | Path | LoadedRun, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
 ) -> SafetensorsExport:
     """Write the run's backbone weights and its description to ``out`` (atomically)."""
     from safetensors.torch import save_file
@@ -92,8 +100,6 @@ def load_safetensors(path: str | Path, plugins: Plugins | None = None) -> Backbo
     """Rebuild the exported backbone from the file's metadata and load its weights strictly (eval mode)."""
     from safetensors.torch import load_file
 
-    from ..run import build_backbone
-
     meta = read_metadata(path)
     if meta["keys"] != "sslkit":
         raise ExportError(
@@ -102,3 +108,14 @@ def load_safetensors(path: str | Path, plugins: Plugins | None = None) -> Backbo
     backbone = build_backbone(json.loads(meta["backbone"]), plugins or load_plugins())
     backbone.load_state_dict(load_file(str(path)), strict=True)
     return backbone.eval()
+
+
+class SafetensorsExporter(Exporter):
+    """The backbone's weights as ``.safetensors`` with the run's description in the metadata."""
+
+    Config = WeightsOptions
+    file_name = "backbone.safetensors"
+    description = "the backbone's weights plus the run's description in the metadata (nothing that runs code)"
+
+    def export(self, run: LoadedRun, out: Path, plugins: Plugins) -> SafetensorsExport:
+        return export_safetensors(run, out, torchvision=self.config.torchvision, plugins=plugins)  # type: ignore[attr-defined]

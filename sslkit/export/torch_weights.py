@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
-from ..engine.checkpoint import atomic_write
 from ..errors import ExportError
+from ..files import atomic_write
+from ..interfaces import Config, Exporter
 from ..plugins import Plugins
-from .encoder import Run, load_run
+from ..run import LoadedRun, load_run
 
 
 @dataclass
@@ -27,6 +29,12 @@ class TorchExport:
     options: dict[str, Any]
     tensors: int
     torchvision: bool
+
+    def summary(self) -> list[str]:
+        return [
+            f"wrote {self.path}: {self.tensors} tensors of backbone '{self.backbone}'; load it with:",
+            self.snippet(),
+        ]
 
     def snippet(self) -> str:
         """Python that loads the file, for the user to copy."""
@@ -51,7 +59,7 @@ class TorchExport:
         )
 
 
-def backbone_weights(r: Run, torchvision: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+def backbone_weights(r: LoadedRun, torchvision: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     """(backbone name, its options, its weights) of a run: sslkit's keys, or torchvision's.
 
     Each tensor gets its own contiguous CPU storage (no views into the checkpoint): a small file,
@@ -71,7 +79,7 @@ def backbone_weights(r: Run, torchvision: bool) -> tuple[str, dict[str, Any], di
 
 
 def export_torch(
-    run: str | Path | Run, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
+    run: str | Path | LoadedRun, out: str | Path, *, torchvision: bool = False, plugins: Plugins | None = None
 ) -> TorchExport:
     """Write the run's backbone ``state_dict`` (float tensors as trained) to ``out``, atomically."""
     r = load_run(run, plugins)
@@ -79,3 +87,20 @@ def export_torch(
     out = Path(out)
     atomic_write(out, lambda tmp: torch.save(state, tmp))
     return TorchExport(out, name, options, len(state), torchvision)
+
+
+class WeightsOptions(Config):
+    torchvision: bool = Field(
+        False, description="key names of the torchvision model itself (resnet18; replace its stem for small_stem runs)"
+    )
+
+
+class TorchExporter(Exporter):
+    """The backbone's plain ``state_dict`` (``torch.load(path, weights_only=True)``)."""
+
+    Config = WeightsOptions
+    file_name = "backbone.pt"
+    description = "the backbone's state_dict alone"
+
+    def export(self, run: LoadedRun, out: Path, plugins: Plugins) -> TorchExport:
+        return export_torch(run, out, torchvision=self.config.torchvision, plugins=plugins)  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 """Experiment loggers: ``sslkit train ... --logger csv|tensorboard|wandb`` (repeatable).
 
-Each logger is a :class:`~sslkit.engine.callbacks.Callback` registered through the
+Each logger is a :class:`~sslkit.interfaces.Callback` registered through the
 ``register_callbacks`` hook (the built-in ones by :mod:`sslkit.loggers.plugin`), so a third
 party adds its own exactly the same way. What every built-in logger records: the scalars of the
 step callbacks (running loss, pretext accuracy, images/s) against the global step, the epoch
@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..engine.callbacks import Callback, RunContext
+from ..engine.callbacks import RunContext
 from ..errors import PluginError
+from ..interfaces import Callback
 
 LOGGER_EXTRA = 'pip install "sslkit[loggers]"'
 

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from ..engine.callbacks import RunContext
+from ..viz.batch import batch_picture
+from ..viz.pictures import curves_figure
 from . import StepCounter, flat_config, need
-from .pictures import batch_picture, curves_picture
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class TensorBoardLogger(StepCounter):
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])
-        self.writer.add_image("curves", np.asarray(curves_picture(self.history)), record["epoch"], dataformats="HWC")
+        self.writer.add_image("curves", np.asarray(curves_figure(self.history)), record["epoch"], dataformats="HWC")
         self.writer.flush()
 
     def on_train_end(self, result: Any | None) -> None:

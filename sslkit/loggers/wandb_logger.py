@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.callbacks import RunContext
+from ..viz.batch import batch_picture
+from ..viz.pictures import curves_figure
 from . import StepCounter, need
-from .pictures import batch_picture, curves_picture
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class WandbLogger(StepCounter):
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         super().on_epoch_end(record)
         values = {f"epoch/{k}": v for k, v in record.items() if isinstance(v, (int, float))}
-        values["curves"] = self.wandb.Image(curves_picture(self.history))
+        values["curves"] = self.wandb.Image(curves_figure(self.history))
         self.run.log(values, step=self.global_step(record["epoch"] - 1, self.steps_per_epoch))
 
     def on_train_end(self, result: Any | None) -> None:

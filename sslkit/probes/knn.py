@@ -31,6 +31,7 @@ class KNNProbe(Probe):
     per-class vote scores (normalised to sum to 1) for query features."""
 
     Config = KNNConfig
+    trains = False  # fit() remembers the features; no gradient steps
 
     def __init__(self, config: KNNConfig, feature_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__(config, feature_shape, num_classes)

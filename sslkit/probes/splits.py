@@ -8,13 +8,21 @@ is what selection may use.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ..data.datasets import ImageData, carve_test, split_holdout
-from ..errors import DataError
+from ..data.datasets import ImageData, carve_test, load_dataset, split_holdout
+from ..errors import DataError, SSLKitError
+
+if TYPE_CHECKING:
+    from ..plugins import Plugins
+    from .settings import ProbeSettings
+
+log = logging.getLogger(__name__)
 
 
 def first_k_per_class(labels: Tensor, k: int) -> Tensor:
@@ -75,3 +83,27 @@ def make_splits(
         train = train.select(first_k_per_class(train.labels, labels_per_class))
         notes["labels"] = f"the first {labels_per_class} images per class of the training split ({len(train)} images)"
     return ProbeSplits(train, val, test, notes)
+
+
+def load_splits(
+    data: str, test_data: str | None, plugins: Plugins, settings: ProbeSettings, image_size: int | None = None
+) -> ProbeSplits:
+    """Training data by name or folder; test data from ``test_data``, else the dataset's ``test``
+    split when it has one, else carved (seeded) from the training data."""
+    train = load_dataset(data, plugins, "train", image_size)
+    test: ImageData | None = None
+    if test_data is not None:
+        test = load_dataset(test_data, plugins, "test", image_size)
+    elif data in plugins.datasets:
+        try:
+            test = load_dataset(data, plugins, "test", image_size)
+        except SSLKitError as exc:  # a dataset without a test split: carve one below
+            log.info("%s has no test split (%s); carving one", data, exc)
+    return make_splits(
+        train,
+        test,
+        val_fraction=settings.val_fraction,
+        test_fraction=settings.test_fraction,
+        labels_per_class=settings.labels_per_class,
+        seed=settings.seed,
+    )

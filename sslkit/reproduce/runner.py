@@ -16,15 +16,18 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import CHECKPOINT, load_checkpoint
 from ..config import assemble, deep_merge
-from ..engine.callbacks import Callback
-from ..engine.checkpoint import CHECKPOINT, atomic_write, load_checkpoint, write_json
 from ..engine.trainer import METRICS, train
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError
+from ..files import OutputLock, atomic_write, atomic_write_text, write_json
+from ..interfaces import Callback, ProbeJob, Recipe
 from ..plugins import Plugins
-from ..probes.engine import FeatureCache, ProbeSettings, load_splits, load_trunk, run_probes
-from ..registry import suggest
-from .recipes import RECIPES, ProbeJob, Recipe
+from ..probes.evaluation import FeatureCache
+from ..probes.runner import probe_run
+from ..probes.settings import ProbeSettings
+from ..probes.splits import ProbeSplits, load_splits
+from ..registry import FIRST_PARTY, suggest
 
 log = logging.getLogger(__name__)
 Event = Callable[[str], None]
@@ -35,20 +38,19 @@ SMOKE_PROBE = {"epochs": 1}
 
 
 def get_recipe(name: str, preset: str, plugins: Plugins) -> Recipe:
-    if name not in RECIPES:
-        raise UnknownNameError(
-            f"unknown reproduction '{name}'{suggest(name, list(RECIPES))}; choose one of: {', '.join(RECIPES)}"
-        )
-    presets = RECIPES[name]
+    """A registered reproduction's preset; one-line errors for an unknown name or preset, or a
+    recipe whose pretext task no installed plugin registers."""
+    presets = plugins.recipes.get(name)  # unknown: names the registered ones and the plugin to install
     if preset not in presets:
         raise ConfigError(
             f"unknown preset '{preset}'{suggest(preset, list(presets))} for {name}; presets: {', '.join(presets)}"
         )
-    recipe = presets[preset]
+    recipe: Recipe = presets[preset]
     if recipe.task not in plugins.tasks:
+        dist = FIRST_PARTY.get(recipe.task, ("", f"the plugin that provides '{recipe.task}'"))[1]
         raise ConfigError(
             f"{name} needs the '{recipe.task}' pretext task, which no installed plugin registers; "
-            f"install its plugin (e.g. pip install plugins/sslkit-{recipe.task}) and check 'sslkit plugins'"
+            f"install it (pip install {dist}) and check 'sslkit plugins'"
         )
     return recipe
 
@@ -131,75 +133,98 @@ def run_recipe(
     callbacks: list[Callback] | None = None,
     on_event: Event | None = None,
 ) -> dict[str, Any]:
-    """Run ``recipe`` (a registered one, or a variant of it: benchmarks/quick_sweep.py) into ``out``."""
+    """Run ``recipe`` (a registered one, or a variant of it: benchmarks/quick_sweep.py) into ``out``,
+    holding the output folder's lock."""
     say = on_event or (lambda msg: log.info("%s", msg))
     out = Path(out)
     data = data or ("sample" if smoke else recipe.default_data)
-    t0 = time.perf_counter()
-    say(f"pretext: {recipe.task} on {data}")
-    base = ProbeSettings(
-        device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None
-    )
-    # A folder has no test split: the probes carve one, and pretraining must not see it.
-    exclude = base.test_fraction if test_data is None and data not in plugins.datasets else 0.0
-    run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed, exclude)
-    pretext_s = time.perf_counter() - t0
-    curves = _curves(run_dir, out)
+    with OutputLock(out, "reproduction"):
+        t0 = time.perf_counter()
+        say(f"pretext: {recipe.task} on {data}")
+        base = ProbeSettings(
+            device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None
+        )
+        # A folder has no test split: the probes carve one, and pretraining must not see it.
+        exclude = base.test_fraction if test_data is None and data not in plugins.datasets else 0.0
+        run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed, exclude)
+        pretext_s = time.perf_counter() - t0
+        curves = _curves(run_dir, out)
+        splits = _splits(data, test_data, plugins, base, smoke)
+        caches: dict[str, FeatureCache] = {"pretext": {}, "random": {}}  # one trunk each: extracted once
+        rows = [
+            row
+            for job in recipe.jobs
+            for row in _job_rows(job, recipe, run_dir, splits, plugins, base, smoke, out, say, caches.get(job.trunk))
+        ]
+        table = {
+            "reproduction": recipe.name,
+            "preset": recipe.preset,
+            "task": recipe.task,
+            "data": data,
+            "smoke": smoke,
+            "source": recipe.source,
+            "pretext_run": str(run_dir),
+            "pretext_epochs": pretext["epochs"],
+            "pretext_heldout_acc": (pretext["history"][-1].get("heldout_acc") if pretext["history"] else None),
+            "pretext_seconds": round(pretext_s, 1),
+            "total_seconds": round(time.perf_counter() - t0, 1),
+            "test": splits.notes["test"],
+            "validation": splits.notes["validation"],
+            "selection": "last epoch; the test split is never used for selection",
+            "rows": rows,
+            "findings": findings(rows),
+            "curves": curves,
+        }
+        write_json(out / "reproduce.json", table)
+        atomic_write_text(out / "reproduce.md", to_markdown(table))
+    return table
 
+
+def _splits(data: str, test_data: str | None, plugins: Plugins, base: ProbeSettings, smoke: bool) -> ProbeSplits:
+    """The labelled splits every row shares (the same carved test split for all)."""
     splits = load_splits(data, test_data, plugins, base)
     if smoke:  # evaluation sets trimmed too: the smoke run checks plumbing, not accuracy
         splits.val = splits.val.select(torch.arange(min(len(splits.val), 100))) if splits.val is not None else None
         splits.test = splits.test.select(torch.arange(min(len(splits.test), 200)))
-    rows: list[dict[str, Any]] = []
-    caches: dict[str, FeatureCache] = {"pretext": {}, "random": {}}  # one trunk each: extracted once
-    for job in recipe.jobs:
-        path = out / "probes" / f"{job.key.replace('/', '-')}.json"
-        if path.is_file():  # finished earlier: reuse (never recomputed on a re-run)
-            report = json.loads(path.read_text())
-            say(f"{job.key}: reused {path}")
-        else:
-            say(f"{job.key}: {job.label}")
-            t = time.perf_counter()
-            report = _run_job(job, recipe, run_dir, splits, plugins, base, smoke, caches.get(job.trunk))
-            report["seconds"] = time.perf_counter() - t
-            write_json(path, report)
-        for layer in job.layers:
-            r = report["layers"][layer]
-            key = f"{job.key}/{layer}"
-            rows.append(
-                {
-                    "row": key,
-                    "label": f"{job.label}, {layer}",
-                    "ours": round(100 * r["test_acc"], 2),
-                    "val": round(100 * r["val"]["acc"], 2) if "val" in r else None,
-                    "paper": recipe.paper.get(key),
-                    "seconds": round(report.get("seconds", 0.0), 1),
-                    "features": report["features"],
-                    "mode": _mode(job, report["settings"].get("tiles", 1), report["settings"].get("flip", False)),
-                }
-            )
-    table = {
-        "reproduction": recipe.name,
-        "preset": recipe.preset,
-        "task": recipe.task,
-        "data": data,
-        "smoke": smoke,
-        "source": recipe.source,
-        "pretext_run": str(run_dir),
-        "pretext_epochs": pretext["epochs"],
-        "pretext_heldout_acc": (pretext["history"][-1].get("heldout_acc") if pretext["history"] else None),
-        "pretext_seconds": round(pretext_s, 1),
-        "total_seconds": round(time.perf_counter() - t0, 1),
-        "test": splits.notes["test"],
-        "validation": splits.notes["validation"],
-        "selection": "last epoch; the test split is never used for selection",
-        "rows": rows,
-        "findings": findings(rows),
-        "curves": curves,
-    }
-    write_json(out / "reproduce.json", table)
-    atomic_write(out / "reproduce.md", lambda tmp: tmp.write_text(to_markdown(table)))
-    return table
+    return splits
+
+
+def _job_rows(
+    job: ProbeJob,
+    recipe: Recipe,
+    run_dir: Path,
+    splits: ProbeSplits,
+    plugins: Plugins,
+    base: ProbeSettings,
+    smoke: bool,
+    out: Path,
+    say: Event,
+    cache: FeatureCache | None,
+) -> list[dict[str, Any]]:
+    """One probe job's table rows (one per layer); a job finished earlier is reused, never recomputed."""
+    path = out / "probes" / f"{job.key.replace('/', '-')}.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        say(f"{job.key}: reused {path}")
+    else:
+        say(f"{job.key}: {job.label}")
+        t = time.perf_counter()
+        report = _run_job(job, recipe, run_dir, splits, plugins, base, smoke, cache)
+        report["seconds"] = time.perf_counter() - t
+        write_json(path, report)
+    return [
+        {
+            "row": f"{job.key}/{layer}",
+            "label": f"{job.label}, {layer}",
+            "ours": round(100 * report["layers"][layer]["test_acc"], 2),
+            "val": round(100 * report["layers"][layer]["val"]["acc"], 2) if "val" in report["layers"][layer] else None,
+            "paper": recipe.paper.get(f"{job.key}/{layer}"),
+            "seconds": round(report.get("seconds", 0.0), 1),
+            "features": report["features"],
+            "mode": _mode(job, report["settings"].get("tiles", 1), report["settings"].get("flip", False)),
+        }
+        for layer in job.layers
+    ]
 
 
 def _curves(run_dir: Path, out: Path) -> str | None:
@@ -218,34 +243,17 @@ def _run_job(
     job: ProbeJob,
     recipe: Recipe,
     run_dir: Path,
-    splits,
+    splits: ProbeSplits,
     plugins: Plugins,
     base: ProbeSettings,
     smoke: bool,
     cache: FeatureCache | None = None,
 ) -> dict[str, Any]:
-    trains = not hasattr(plugins.probes.get(job.probe), "fit")  # kNN has no epochs to cut
+    trains = plugins.probes.get(job.probe).trains  # kNN has no epochs to cut
     options = {**job.options, **(SMOKE_PROBE if smoke and trains else {})}
     extra: dict[str, Any] = {}
-    if job.trunk == "supervised":
-        trunk = load_trunk(
-            None,
-            plugins,
-            backbone=recipe.supervised_backbone["name"],
-            backbone_options={
-                **{k: v for k, v in recipe.supervised_backbone.items() if k != "name"},
-                **({"width": 0.1} if smoke else {}),
-            },
-            seed=base.seed,
-        )
-        if "supervised_epoch_size" in recipe.probe_settings:
-            extra["epoch_size"] = recipe.probe_settings["supervised_epoch_size"]
-    else:
-        trunk = load_trunk(run_dir, plugins, random_init=job.trunk == "random", seed=base.seed)
-        if job.trunk == "random":  # the run's normalisation, a fresh trunk
-            trunk.description = (
-                f"random init of the pretext run's {trunk.run_config['backbone']['name']} (seed {base.seed})"  # type: ignore[index]
-            )
+    if job.trunk == "supervised" and "supervised_epoch_size" in recipe.probe_settings:
+        extra["epoch_size"] = recipe.probe_settings["supervised_epoch_size"]
     settings = base.model_copy(
         update={
             "probe": job.probe,
@@ -258,7 +266,19 @@ def _run_job(
             **extra,
         }
     )
-    return run_probes(trunk, splits, plugins, settings, feature_cache=cache)
+    if job.trunk != "supervised":  # the pretext run's trunk, or a random init of its architecture
+        return probe_run(
+            run_dir, settings, plugins, splits=splits, random_init=job.trunk == "random", feature_cache=cache
+        )
+    sup = recipe.supervised_backbone
+    return probe_run(
+        None,
+        settings,
+        plugins,
+        splits=splits,
+        backbone=sup["name"],
+        backbone_options={**{k: v for k, v in sup.items() if k != "name"}, **({"width": 0.1} if smoke else {})},
+    )
 
 
 def _tiles(job: ProbeJob, recipe: Recipe) -> int:

@@ -12,3 +12,10 @@ def register_pretext_tasks(register):
     from .task import JigsawPuzzle
 
     register("jigsaw", JigsawPuzzle)
+
+
+@hookimpl
+def register_recipes(register):
+    from .recipes import RECIPES
+
+    register("jigsaw-cifar10", RECIPES)

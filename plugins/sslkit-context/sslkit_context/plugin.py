@@ -8,3 +8,10 @@ def register_pretext_tasks(register):
     from .task import ContextPrediction
 
     register("context", ContextPrediction)
+
+
+@hookimpl
+def register_recipes(register):
+    from .recipes import RECIPES
+
+    register("context-cifar10", RECIPES)

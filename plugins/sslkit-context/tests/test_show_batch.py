@@ -8,7 +8,7 @@ from PIL import Image
 
 from sslkit import PretextTask, create_backbone, create_task
 from sslkit.cli import main
-from sslkit.preview import render_preview, to_uint8
+from sslkit.viz.batch import render_preview, to_uint8
 
 
 def _run(*args):

@@ -8,3 +8,10 @@ def register_pretext_tasks(register):
     from .task import RotationPrediction
 
     register("rotation", RotationPrediction)
+
+
+@hookimpl
+def register_recipes(register):
+    from .recipes import RECIPES
+
+    register("rotnet-cifar10", RECIPES)

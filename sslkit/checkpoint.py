@@ -9,14 +9,13 @@ gradient ``scaler`` states (the learning rate is a function of the step: ``engin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from ..files import atomic_write
+from .errors import CheckpointError
+from .files import atomic_write
 
 FORMAT = "sslkit.checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
@@ -42,14 +41,6 @@ def _torch_save(obj: Any, tmp: Path, final: Path) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: _torch_save({"format": FORMAT, **payload}, tmp, Path(path)))
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -1,7 +1,9 @@
-"""Render what a pretext task feeds the network (:meth:`sslkit.PretextTask.preview`) as a PNG.
+"""What the network sees: a few training images through the training loop's own steps (the crop
+``data.crop`` asks for, normalisation, the task's transform), drawn as a labelled grid.
 
-Used by ``sslkit show-batch``; plain Pillow drawing, no plotting library. Inputs are normalised
-tensors, so each image is stretched to its own min..max for display.
+The one batch picture: ``sslkit show-batch`` writes it, the TensorBoard and W&B loggers record
+it. Plain Pillow drawing; inputs are normalised tensors, so each image is stretched to its own
+min..max for display.
 """
 
 from __future__ import annotations
@@ -9,9 +11,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from ..files import atomic_write
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..config import RunConfig
+    from ..data.datasets import ImageData
+    from ..plugins import Plugins
 
 PreviewItem = tuple[Sequence[Tensor], str]
 
@@ -61,8 +73,42 @@ def render_preview(items: Sequence[PreviewItem], columns: int, min_tile: int = 6
     return sheet
 
 
+def batch_items(
+    config: RunConfig, plugins: Plugins, images: int = 4, seed: int = 0
+) -> tuple[list[PreviewItem], int, ImageData]:
+    """(the task's preview items, grid columns, the images drawn): ``images`` seeded training
+    images through the same steps as the training loop, without decoding the rest of the data."""
+    from ..data.augment import normalize
+    from ..data.source import sample_images
+    from ..engine.trainer import build_model, make_crop
+
+    dataset = sample_images(config.data, plugins, images, seed)
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = dataset.stats()
+    x = make_crop(config, dataset)(dataset.images, None, generator)  # [n, C, S, S]
+    x = normalize(x, config.data.mean or mean, config.data.std or std)
+    model = build_model(config, plugins)
+    with torch.no_grad():
+        items = model.task.preview(*model.task.prepare(x, generator))
+    columns = len(items) // len(dataset) if len(items) % len(dataset) == 0 else min(8, len(items))
+    return list(items), columns, dataset
+
+
+def batch_picture(config: RunConfig, plugins: Plugins, images: int = 4, seed: int = 0) -> Image.Image:
+    """The labelled grid of :func:`batch_items` as a PIL image."""
+    items, columns, _ = batch_items(config, plugins, images, seed)
+    return render_preview(items, columns)
+
+
 def save_preview(items: Sequence[PreviewItem], path: str | Path, columns: int) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    render_preview(items, columns).save(path)
+    sheet = render_preview(items, columns)
+    atomic_write(path, lambda tmp: sheet.save(tmp, format=_format(path)))
     return path
+
+
+def _format(path: Path) -> str:
+    from PIL import Image
+
+    Image.init()
+    return Image.EXTENSION.get(path.suffix.lower(), "PNG")
