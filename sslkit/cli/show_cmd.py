@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
 
         from ..config import assemble
         from ..data.augment import normalize
-        from ..data.source import sample_images
+        from ..data.opener import sample_images
         from ..engine.trainer import build_model, make_crop
         from ..plugins import load_plugins
         from ..preview import save_preview

@@ -18,7 +18,7 @@ def batch_picture(config: RunConfig, plugins: Plugins, images: int = 4, seed: in
     import torch
 
     from ..data.augment import normalize, random_crop_flip
-    from ..data.datasets import load_dataset
+    from ..data.opener import load_dataset
     from ..engine.trainer import build_model
     from ..preview import render_preview
 

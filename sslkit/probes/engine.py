@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from ..config import RunConfig, validate_section
-from ..data.datasets import ImageData, load_dataset
+from ..data.datasets import ImageData
+from ..data.opener import load_dataset
 from ..engine.checkpoint import write_json
 from ..engine.distributed import resolve_device
 from ..errors import ConfigError, SSLKitError
