@@ -474,3 +474,21 @@ def test_sample_dataset_and_cache(tmp_path, monkeypatch, plugins):
     assert torch.equal(again.images, data.images)
     assert torch.equal(again.labels, data.labels)
     assert again.classes == data.classes
+
+
+def test_sample_cache_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch, caplog):
+    """The sample cache goes through files.atomic_write: a failed write leaves nothing behind."""
+    from sslkit.data import builtin
+
+    monkeypatch.setitem(builtin.SAMPLE_SIZES, "test", 2)  # 2 images a class: quick to generate
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    root = tmp_path / "root"
+    with caplog.at_level(logging.WARNING):
+        data = builtin.load_sample("test", root)
+    assert len(data) == 20 and "could not cache the sample data" in caplog.text
+    assert list(root.iterdir()) == [], list(root.iterdir())
