@@ -112,7 +112,10 @@ def data_root() -> Path:
 def load_registered(name: str, plugins: Plugins, split: str = "train") -> object:
     """What the dataset registered as ``name`` returns for ``split``: :class:`ImageData`, or a packed
     store (``imagenet``); :mod:`sslkit.data.opener` checks which and turns a store into RAM."""
-    return plugins.datasets.get(name)(split, data_root())
+    data = plugins.datasets.get(name)(split, data_root())
+    if isinstance(data, ImageData) and len(data) == 0:
+        raise DataError(f"{data.description}: the dataset is empty")
+    return data
 
 
 def split_holdout(data: _Data, fraction: float, seed: int) -> tuple[_Data, _Data | None]:
