@@ -114,11 +114,11 @@ def write_synthetic_store(out: Path, n: int, side: int = 32, shard_images: int =
 
 
 def _trainer_batches(source, epochs: int, batches: int | None = None, workers: int | None = None, seed: int = 0):
-    """The training loop's own reading path (sslkit.data.source.iterate_batches over a source, an
+    """The training loop's own reading path (sslkit.data.training.iterate_batches over a source, an
     in-memory ImageData or a StoreSource): per epoch a seeded permutation cut into batches."""
     import torch
 
-    from sslkit.data.source import StoreSource, iterate_batches
+    from sslkit.data.training import StoreSource, iterate_batches
 
     if not hasattr(source, "images"):
         source = StoreSource(source)

@@ -37,7 +37,7 @@ CASES = ["data_sslkit", "data_reference", "ceiling", "sslkit", "sslkit_bf16", "r
 
 
 def _images(n: int):
-    from sslkit.data.datasets import load_dataset
+    from sslkit.data.opener import load_dataset
     from sslkit.plugins import load_plugins
 
     data = load_dataset("sample", load_plugins(), "train")

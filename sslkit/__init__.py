@@ -33,7 +33,7 @@ _LAZY = {
     "create_backbone": "sslkit.factory",
     "create_task": "sslkit.factory",
     "create_probe": "sslkit.factory",
-    "load_dataset": "sslkit.data.datasets",
+    "load_dataset": "sslkit.data.opener",
     "ImageData": "sslkit.data.datasets",
     "train": "sslkit.api",
     "load": "sslkit.api",

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -23,17 +23,41 @@ if TYPE_CHECKING:
     from .plugins import Plugins
 
 
+# Upper bounds where a huge value would allocate terabytes, fork without end or overflow (a typo
+# such as data.image_size=100000 must be a one-line error, not a 15 TB allocation).
+MAX_IMAGE_SIZE = 4096  # pixels a side
+MAX_BATCH = 65_536  # images a step
+MAX_WORKERS = 256  # DataLoader processes
+MAX_EPOCHS = 100_000
+MAX_MINUTES = 100_000.0  # ~70 days
+MAX_SEED = 2**63  # exclusive: a seed is a non-negative int64 (torch.Generator.manual_seed, checkpoints)
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Ratio = Annotated[float, Field(gt=0, le=100)]
+Unit = Annotated[float, Field(ge=0, le=1)]
+Spread = Annotated[float, Field(gt=0, le=1)]
+Epoch = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float (tuple items too) must be finite: nan and inf are typos here
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _ordered(value: tuple[float, float]) -> tuple[float, float]:
+    if value[0] > value[1]:
+        raise ValueError(f"the first value (min) is larger than the second (max); write [{value[1]}, {value[0]}]")
+    return value
 
 
 class DataConfig(_Section):
     name: str = Field("sample", description="registered dataset name, or a folder of images")
-    batch_size: int = Field(128, ge=1, description="images per step over all processes, before pretext expansion")
+    batch_size: int = Field(
+        128, ge=1, le=MAX_BATCH, description="images per step over all processes, before pretext expansion"
+    )
     holdout: float = Field(
         0.05, ge=0.0, lt=0.5, description="fraction of training images held out for pretext accuracy"
     )
-    subset: int | None = Field(None, ge=1, description="train on a random subset of this many images")
+    subset: int | None = Field(None, ge=1, le=2**40, description="train on a random subset of this many images")
     exclude_test: float = Field(
         0.0,
         ge=0.0,
@@ -43,6 +67,7 @@ class DataConfig(_Section):
     image_size: int | None = Field(
         None,
         ge=8,
+        le=MAX_IMAGE_SIZE,
         description="training input size in pixels (default: the images' own size when they all share one)",
     )
     crop: Literal["auto", "pad_crop", "random_resized", "center"] = Field(
@@ -53,10 +78,12 @@ class DataConfig(_Section):
             "the training size, else random_resized"
         ),
     )
-    crop_padding: int = Field(4, ge=0, description="pad_crop: zero padding on each side (0: no crop)")
-    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="random_resized: range of the box's area fraction")
-    crop_ratio: tuple[float, float] = Field(
-        (3 / 4, 4 / 3), description="random_resized: range of the box's aspect ratio"
+    crop_padding: int = Field(4, ge=0, le=256, description="pad_crop: zero padding on each side (0: no crop)")
+    crop_scale: tuple[Fraction, Fraction] = Field(
+        (0.08, 1.0), description="random_resized: range [min, max] of the box's area fraction, each in (0, 1]"
+    )
+    crop_ratio: tuple[Ratio, Ratio] = Field(
+        (3 / 4, 4 / 3), description="random_resized: range [min, max] of the box's aspect ratio, each in (0, 100]"
     )
     flip: bool = Field(True, description="random horizontal flip")
     in_memory: bool | Literal["auto"] = Field(
@@ -64,37 +91,58 @@ class DataConfig(_Section):
         description="decode everything into RAM (true), stream from a packed store (false), or auto: RAM when the "
         "images share one size and fit data.memory_budget_gb",
     )
-    memory_budget_gb: float = Field(4.0, gt=0, description="auto: largest decoded dataset held in RAM, in GiB")
+    memory_budget_gb: float = Field(
+        4.0, gt=0, le=65_536, description="auto: largest decoded dataset held in RAM, in GiB"
+    )
     workers: int | None = Field(
-        None, ge=0, description="streaming: DataLoader worker processes that read and decode (default: CPUs, at most 8)"
+        None,
+        ge=0,
+        le=MAX_WORKERS,
+        description="streaming: DataLoader worker processes that read and decode (default: CPUs, at most 8)",
     )
     decode: Literal["cpu", "gpu"] = Field(
-        "cpu", description="streaming JPEG stores: decode in CPU workers, or batched on the GPU (nvJPEG)"
+        "cpu",
+        description="streaming JPEG stores: decode in CPU workers, or batched on the GPU (nvJPEG; needs a CUDA device)",
     )
-    mean: tuple[float, ...] | None = Field(None, description="per-channel mean in [0,1] (default: the dataset's)")
-    std: tuple[float, ...] | None = Field(None, description="per-channel std in [0,1] (default: the dataset's)")
+    mean: tuple[Unit, ...] | None = Field(
+        None, min_length=1, max_length=16, description="per-channel mean in [0,1] (default: the dataset's)"
+    )
+    std: tuple[Spread, ...] | None = Field(
+        None, min_length=1, max_length=16, description="per-channel std in (0,1] (default: the dataset's)"
+    )
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _min_before_max(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _ordered(value)
 
 
 class OptimConfig(_Section):
     name: Literal["sgd", "adamw"] = Field("sgd", description="optimizer")
-    lr: float = Field(0.1, gt=0, description="learning rate at the start (the schedule lowers it)")
+    lr: float = Field(0.1, gt=0, le=1000, description="learning rate at the start (the schedule lowers it)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(True, description="SGD: Nesterov momentum")
-    weight_decay: float = Field(5e-4, ge=0, description="L2 penalty (adamw: decoupled weight decay)")
+    weight_decay: float = Field(5e-4, ge=0, le=10, description="L2 penalty (adamw: decoupled weight decay)")
 
 
 class ScheduleConfig(_Section):
     kind: Literal["step", "cosine", "linear"] = Field(
         "step", description="step: x gamma after each milestone; cosine / linear: per step down to 0 at the end"
     )
-    milestones: tuple[int, ...] = Field((30, 60, 80), description="step: epochs after which lr *= gamma")
-    gamma: float = Field(0.2, gt=0, description="step: learning-rate factor at each milestone")
-    warmup_epochs: float = Field(0.0, ge=0, description="linear ramp of the learning rate from ~0 over these epochs")
+    milestones: tuple[Epoch, ...] = Field(
+        (30, 60, 80), max_length=1000, description="step: epochs after which lr *= gamma"
+    )
+    gamma: float = Field(0.2, gt=0, le=10, description="step: learning-rate factor at each milestone")
+    warmup_epochs: float = Field(
+        0.0, ge=0, le=MAX_EPOCHS, description="linear ramp of the learning rate from ~0 over these epochs"
+    )
 
 
 class CheckpointConfig(_Section):
-    every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps within an epoch")
-    every_minutes: float | None = Field(None, gt=0, description="also checkpoint every N minutes within an epoch")
+    every_steps: int | None = Field(None, ge=1, le=2**40, description="also checkpoint every N steps within an epoch")
+    every_minutes: float | None = Field(
+        None, gt=0, le=MAX_MINUTES, description="also checkpoint every N minutes within an epoch"
+    )
 
 
 class RunConfig(_Section):
@@ -106,8 +154,10 @@ class RunConfig(_Section):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
-    epochs: int = Field(100, ge=1, description="passes over the training data")
-    seed: int = Field(0, description="seeds weights, augmentation, pretext draws and splits")
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="passes over the training data")
+    seed: int = Field(
+        0, ge=0, lt=MAX_SEED, description="seeds weights, augmentation, pretext draws and splits (0 <= seed < 2**63)"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only)"
@@ -118,7 +168,10 @@ class RunConfig(_Section):
     compile: bool = Field(False, description="torch.compile the model (faster steps after a slow first one)")
     sync_batchnorm: bool = Field(True, description="with several processes, BatchNorm statistics over the global batch")
     dist_timeout_minutes: float = Field(
-        30.0, gt=0, description="several processes: how long a rank waits for the others (rank 0 evaluates and saves)"
+        30.0,
+        gt=0,
+        le=MAX_MINUTES,
+        description="several processes: how long a rank waits for the others (rank 0 evaluates and saves)",
     )
     preset: str | None = Field(
         None, description="the task's preset these values started from (default: the task's default)"

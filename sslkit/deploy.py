@@ -13,7 +13,7 @@ onnxruntime's IO binding: the output is allocated on the device and copied back 
 :meth:`OnnxEncoder.run_on_device` takes and returns device-resident ``OrtValue`` s.
 
 This module must stay importable without torch (a test imports it with torch blocked): it
-imports nothing from sslkit but :mod:`sslkit.errors` and :mod:`sslkit.files`.
+imports nothing from sslkit but :mod:`sslkit.errors`, :mod:`sslkit.files` and :mod:`sslkit.images`.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps
+from PIL import Image
 
 from . import files as _files
 from .errors import DeployError
 from .files import IMAGE_SUFFIXES  # noqa: F401  (re-exported: the suffixes embed looks for)
+from .images import decode_image, fit_image
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +77,16 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def fit(image: Image.Image, shape: Sequence[int]) -> np.ndarray:
-    """A PIL image -> uint8 [C, H, W]: converted, shorter side resized and centre-cropped to H x W."""
+    """A PIL image -> uint8 [C, H, W]: converted, shorter side resized and centre-cropped to H x W
+    (:func:`sslkit.images.fit_image`, the decoder training and probes use)."""
     c, h, w = shape
-    image = image.convert("L" if c == 1 else "RGB")
-    if image.size != (w, h):
-        image = ImageOps.fit(image, (w, h), Image.Resampling.BICUBIC)
-    a = np.asarray(image, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return fit_image(image, (h, w), c)
 
 
 def decode(path: str | Path, shape: Sequence[int]) -> np.ndarray | None:
     """An image file -> uint8 [C, H, W], or None when it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            return fit(im, shape)
-    except Exception:  # any decoder failure means "unreadable": the caller skips and lists it
-        return None
+    c, h, w = shape
+    return decode_image(path, (h, w), c)
 
 
 def normalize(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

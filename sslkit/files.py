@@ -15,13 +15,16 @@ import json
 import logging
 import os
 import time
+import unicodedata
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import ConfigError, SSLKitError
+from .errors import ConfigError, DataError, SSLKitError
 
 log = logging.getLogger(__name__)
 
@@ -32,33 +35,134 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
 
 
+def name_problem(name: str) -> str | None:
+    """Why a file name cannot travel through sslkit's outputs (None: it can).
+
+    Names that are not valid UTF-8 reach Python as lone surrogates, which no UTF-8 text (a cache
+    key, a pack index, ``embed``'s ``.files.txt``) can hold; control characters (a newline, a tab,
+    Unicode line separators) would split the one-name-per-line files in two.
+    """
+    if name.isprintable():  # the common case, one C loop
+        return None
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        return CONTROL
+    return None  # other non-printable characters (a no-break space, a zero-width joiner) are fine
+
+
+NOT_UTF8 = "are not valid UTF-8"
+CONTROL = "hold control characters (a newline, a tab...)"
+
+
+def _shown(path: str) -> str:
+    """A name as a person can read it in one line: the raw bytes of a non-UTF-8 name, escapes for control characters."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return repr(os.fsencode(path))
+    return repr(path)
+
+
+@dataclass
+class ImageListing:
+    """The image files found, sorted, and those skipped for their names (reason -> paths)."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.setdefault(reason, []).append(path)
+
+    def warn(self, where: str | Path) -> None:
+        """One warning line per reason: how many, the first few, and the fix."""
+        for reason, paths in self.skipped.items():
+            shown = ", ".join(_shown(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            log.warning(
+                "skipped %d image file(s) or folder(s) in %s whose names %s (%s); rename them to use them",
+                len(paths),
+                _shown(str(where)),
+                reason,
+                shown,
+            )
+
+
+def _check_root(root: Path) -> None:
+    problem = name_problem(str(root))
+    if problem is not None:
+        raise DataError(
+            f"folder {_shown(str(root))}: its path has names that {problem}; rename it or give another folder"
+        )
+
+
+def scan_images(root: str | Path) -> ImageListing:
+    """Image files under the folder ``root``, sorted, without warning (see :func:`walk_images`)."""
+    root = Path(root)
+    _check_root(root)
+    listing = ImageListing()
+    seen: set[str] = set()  # real paths of the folders walked: each is walked once
+    links: deque[Path] = deque()  # folders reached through a link: walked after every real folder
+    _scan_tree(root, seen, links, listing)
+    while links:
+        _scan_tree(links.popleft(), seen, links, listing)
+    listing.files.sort()
+    return listing
+
+
+def _scan_tree(top: Path, seen: set[str], links: deque[Path], listing: ImageListing) -> None:
+    """Walk ``top``'s folders without following links: image files are listed, linked folders queued."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:  # an unreadable folder is left out, as os.walk leaves it
+            continue
+        for entry in entries:
+            path = folder / entry.name
+            is_dir = entry.is_dir()  # follows a link (a dangling link is neither folder nor file)
+            if not is_dir and not is_image_name(entry.name):
+                continue
+            problem = name_problem(entry.name)
+            if problem is not None:
+                listing.skip(str(path), problem)
+            elif is_dir:
+                (links.append if entry.is_symlink() else stack.append)(path)
+            elif entry.is_file():  # a regular file, or a link to one: never a FIFO, socket or device
+                listing.files.append(path)
+
+
 def walk_images(root: str | Path) -> list[Path]:
     """Image files under the folder ``root``, sorted; hidden files skipped.
 
-    Symlinked folders are followed once: a folder reached again through another link (a link
-    back up the tree, ``loop -> ..``) is not walked again, so no file is listed twice and a
-    symlink loop cannot hang the walk.
+    Only regular files (or links to them) are listed: a FIFO named ``x.jpg`` would block its
+    reader forever. Names that are not valid UTF-8 or hold control characters are skipped with
+    one warning (see :func:`name_problem`). Folders reached through a symlink are walked after
+    every real folder and at most once, so a real folder keeps its own files (and its label)
+    even when a link elsewhere points at it, no file is listed twice and a link loop
+    (``loop -> ..``) cannot hang the walk.
     """
-    files: list[Path] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()
-        files += [Path(dirpath) / f for f in names if is_image_name(f)]
-    return sorted(files)
+    listing = scan_images(root)
+    listing.warn(root)
+    return listing.files
 
 
 def list_images(paths: Iterable[str | Path]) -> list[Path]:
     """Image files among ``paths`` (files kept as given, folders walked by :func:`walk_images`).
 
     Raises ``FileNotFoundError`` for a path that does not exist and ``LookupError`` for a folder
-    without images; callers turn them into their own one-line errors.
+    without images or a path that is not a regular file (a FIFO, a device); callers turn them
+    into their own one-line errors. Files with names :func:`name_problem` rejects are skipped
+    with one warning, as in folders.
     """
     files: list[Path] = []
+    given = ImageListing()
     for p in map(Path, paths):
         if p.is_dir():
             found = walk_images(p)
@@ -66,9 +170,16 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
                 raise LookupError(f"no images in folder '{p}' (looked for {', '.join(IMAGE_SUFFIXES)})")
             files += found
         elif p.is_file():
-            files.append(p)
+            problem = name_problem(str(p))
+            if problem is None:
+                files.append(p)
+            else:
+                given.skip(str(p), problem)
+        elif p.exists():
+            raise LookupError(f"'{p}' is not a regular file (a FIFO, socket or device); give image files or folders")
         else:
             raise FileNotFoundError(f"no such image file or folder: '{p}'")
+    given.warn("the files given")
     return files
 
 

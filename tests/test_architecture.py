@@ -139,7 +139,7 @@ def test_no_import_cycles():
 
 def test_the_checker_sees_cycles_and_upward_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert _layer("cli.train_cmd") < _layer("engine.trainer") < _layer("data.source") < _layer("errors")
+    assert _layer("cli.train_cmd") < _layer("engine.trainer") < _layer("data.training") < _layer("errors")
     graph = _graph()
     assert "engine.trainer" in graph["cli.train_cmd"] or "api" in graph["cli.train_cmd"]
     assert "checkpoint" in graph["run"] and "files" in graph["checkpoint"]

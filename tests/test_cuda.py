@@ -203,7 +203,7 @@ def test_probe_training_reads_back_once_per_epoch(plugins):
 
 def test_probes_with_validation_run_on_cuda(plugins):
     """The bug of issue 12: CPU predictions vs GPU labels crashed every probe with a validation split."""
-    from sslkit.data.datasets import load_dataset
+    from sslkit.data.opener import load_dataset
     from sslkit.probes.evaluation import run_probes
     from sslkit.probes.settings import ProbeSettings
     from sslkit.probes.splits import make_splits

@@ -12,10 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-import sslkit.data.datasets as datasets_mod
+import sslkit.data.folders as folders_mod
 from sslkit.data.augment import normalize, random_crop_flip
 from sslkit.data.builtin import load_cifar10
-from sslkit.data.datasets import ImageData, data_root, load_dataset, load_folder, split_holdout, take_subset
+from sslkit.data.datasets import ImageData, data_root, split_holdout, take_subset
+from sslkit.data.folders import load_folder
+from sslkit.data.opener import load_dataset
 from sslkit.errors import DataError
 from sslkit.plugins import load_plugins
 
@@ -195,7 +197,7 @@ def test_decode_cache(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(datasets_mod, "_decode", no_decoding)
+    monkeypatch.setattr(folders_mod, "_decode", no_decoding)
     second = load_folder(root, cache_dir=cache_dir)
     assert torch.equal(first.images, second.images)
     assert torch.equal(first.labels, second.labels)
@@ -209,7 +211,7 @@ def test_decode_cache_under_sslkit_data(tmp_path, monkeypatch):
     first = load_folder(root)
     cached = list((tmp_path / "sslkit-data" / "folders").glob("*.pt"))
     assert len(cached) == 1
-    monkeypatch.setattr(datasets_mod, "_decode", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(folders_mod, "_decode", lambda *a, **k: pytest.fail("decoded again"))
     second = load_folder(root)
     assert torch.equal(first.images, second.images)
     assert second.labels is None
@@ -472,3 +474,21 @@ def test_sample_dataset_and_cache(tmp_path, monkeypatch, plugins):
     assert torch.equal(again.images, data.images)
     assert torch.equal(again.labels, data.labels)
     assert again.classes == data.classes
+
+
+def test_sample_cache_on_a_full_disk_leaves_no_temporary(tmp_path, monkeypatch, caplog):
+    """The sample cache goes through files.atomic_write: a failed write leaves nothing behind."""
+    from sslkit.data import builtin
+
+    monkeypatch.setitem(builtin.SAMPLE_SIZES, "test", 2)  # 2 images a class: quick to generate
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    root = tmp_path / "root"
+    with caplog.at_level(logging.WARNING):
+        data = builtin.load_sample("test", root)
+    assert len(data) == 20 and "could not cache the sample data" in caplog.text
+    assert list(root.iterdir()) == [], list(root.iterdir())

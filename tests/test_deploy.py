@@ -65,7 +65,7 @@ def images(tmp_path_factory):
 
 def _torch_features(backbone, files):
     """The PyTorch path: PIL decode (as sslkit's folder loader) -> normalise -> encoder."""
-    from sslkit.data.datasets import _decode
+    from sslkit.data.folders import _decode
 
     x = torch.from_numpy(np.stack([_decode(f, 32) for f in files]))
     with torch.no_grad():

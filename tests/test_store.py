@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sslkit.data.datasets import load_dataset, load_folder
+from sslkit.data.folders import load_folder
+from sslkit.data.opener import load_dataset
 from sslkit.data.store import Store, cached_store, pack, verify
 from sslkit.errors import DataError
 

@@ -13,8 +13,9 @@ from PIL import Image
 
 from sslkit.config import assemble
 from sslkit.data.augment import Crop, center_boxes, random_resized_boxes, resample_boxes
-from sslkit.data.datasets import load_folder
-from sslkit.data.source import StoreSource, iterate_batches, open_source
+from sslkit.data.folders import load_folder
+from sslkit.data.opener import open_training_data
+from sslkit.data.training import StoreSource, iterate_batches
 from sslkit.engine.rundir import RunLock
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError, ConfigError
@@ -104,7 +105,7 @@ def test_mixed_sizes_pack_into_the_cache_and_train_at_64px(plugins, tmp_path):
     cfg = _config(
         plugins, str(folder), 1, ["data.image_size=64", "data.in_memory=auto", "data.memory_budget_gb=0.0001"]
     )
-    source = open_source(cfg.data, plugins)
+    source = open_training_data(cfg.data, plugins)
     assert isinstance(source, StoreSource) and source.uniform_size is None and len(source) == 40
     result = train(cfg, tmp_path / "run", plugins=plugins)
     assert result.history[0]["train_loss"] > 0

@@ -123,7 +123,8 @@ def test_exclude_test_leaves_out_the_probes_test_split(plugins, tmp_path):
     """data.exclude_test removes exactly the images the probes carve as their test split."""
     from PIL import Image
 
-    from sslkit.data.datasets import carve_test, load_dataset
+    from sslkit.data.datasets import carve_test
+    from sslkit.data.opener import load_dataset
     from sslkit.probes.splits import make_splits
 
     folder = tmp_path / "imgs"

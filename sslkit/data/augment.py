@@ -164,10 +164,16 @@ class Crop:
 
 
 def _sizes(images: Tensor, sizes: Tensor | None) -> Tensor:
+    """Each image's (h, w) [b, 2] int64 on the images' device: ``sizes``, or the tensor's own size."""
     if sizes is not None:
         return sizes.to(images.device)
     b, _, h, w = images.shape
-    return torch.tensor([h, w], device=images.device).expand(b, 2)
+    # Filled on the device (h and w travel as kernel arguments): ``torch.tensor([h, w], device=...)``
+    # would be a host-to-device copy, and a wait for the device, every step.
+    out = torch.empty((b, 2), dtype=torch.long, device=images.device)
+    out[:, 0].fill_(h)
+    out[:, 1].fill_(w)
+    return out
 
 
 @lru_cache(maxsize=32)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import atomic_write
 from .datasets import CIFAR10_MEAN, CIFAR10_STD, ImageData
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,8 @@ def load_sample(split: str, root: Path) -> ImageData:
     images, labels, classes = generate_sample(SAMPLE_SIZES[split], seed=SAMPLE_SEEDS[split])
     data = ImageData(torch.from_numpy(images), torch.from_numpy(labels), list(classes), f"sample ({split})")
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"images": data.images, "labels": data.labels}, tmp)
-        os.replace(tmp, cache)
+        blob = {"images": data.images, "labels": data.labels}
+        atomic_write(cache, lambda tmp: torch.save(blob, tmp))  # no half file, no temporary left on failure
     except OSError as exc:
         log.warning("could not cache the sample data at %s: %s", cache, exc)
     return data

@@ -1,28 +1,22 @@
-"""Datasets: decoded once into a uint8 tensor [N, C, H, W] held in memory.
+"""Images in memory (:class:`ImageData`, a uint8 tensor [N, C, H, W]) and the seeded splits.
 
-A dataset is either a registered name (``register_datasets`` hook: ``cifar10``, ``sample``, or a
-plugin's) or a folder of images. Folders are decoded once and cached on disk; their class
-sub-folders become labels when every image sits in one.
+The bottom of :mod:`sslkit.data`: what a registered dataset returns (``register_datasets`` hook:
+``cifar10``, ``sample``, or a plugin's), where datasets cache (:func:`data_root`), and the
+held-out, test and subset splits that RAM data and packed stores share. Which data a name, a
+store or a folder means is decided once, in :mod:`sslkit.data.opener`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import DataError
-from ..files import IMAGE_SUFFIXES, atomic_write, walk_images
-from ..registry import suggest
 
 if TYPE_CHECKING:
     from ..plugins import Plugins
@@ -31,7 +25,7 @@ _Data = TypeVar("_Data", bound="_Splittable")
 
 
 class _Splittable(Protocol):
-    """What the splits below need: images in RAM (ImageData) and packed stores (StoreSource) alike."""
+    """What the splits below need: images in RAM (ImageData) and streamed stores (StoreSource) alike."""
 
     @property
     def description(self) -> str: ...
@@ -41,13 +35,10 @@ class _Splittable(Protocol):
     def select(self: _Data, index: Tensor) -> _Data: ...
 
 
-log = logging.getLogger(__name__)
-
 # CIFAR-10 channel statistics as used by the RotNet code
 # (Gidaris et al., ICLR 2018, sec. 3.1; github.com/gidariss/FeatureLearningRotNet).
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-CACHE_VERSION = 1
 
 
 @dataclass
@@ -118,118 +109,12 @@ def data_root() -> Path:
     return Path(cache) / "sslkit"
 
 
-def load_dataset(spec: str, plugins: Plugins, split: str = "train", image_size: int | None = None) -> ImageData:
-    """A registered dataset by name, or a folder of images by path."""
-    if spec in plugins.datasets:
-        data = plugins.datasets.get(spec)(split, data_root())
-        if not isinstance(data, ImageData):
-            data = _store_in_memory(data, image_size, f"dataset '{spec}'")
-    elif (Path(spec).expanduser() / "manifest.json").is_file():
-        from .store import Store
-
-        data = _store_in_memory(Store.open(Path(spec).expanduser()), image_size, f"--data '{spec}'")
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            known = plugins.datasets.names()
-            raise DataError(
-                f"--data '{spec}': no such dataset or folder{suggest(spec, known)}; "
-                f"give a folder of images or one of: {', '.join(known)}"
-            )
-        if not path.is_dir():
-            raise DataError(f"--data '{spec}': not a folder; give a folder of images (class sub-folders become labels)")
-        data = load_folder(path, image_size)
-    if len(data) == 0:
+def load_registered(name: str, plugins: Plugins, split: str = "train") -> object:
+    """What the dataset registered as ``name`` returns for ``split``: :class:`ImageData`, or a packed
+    store (``imagenet``); :mod:`sslkit.data.opener` checks which and turns a store into RAM."""
+    data = plugins.datasets.get(name)(split, data_root())
+    if isinstance(data, ImageData) and len(data) == 0:
         raise DataError(f"{data.description}: the dataset is empty")
-    return data
-
-
-def _decode(path: Path, size: int | None) -> np.ndarray | None:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None and im.size != (size, size):
-                im = ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except Exception:  # any decoder failure means "unreadable": skipped and reported
-        return None
-
-
-def _store_in_memory(store: object, image_size: int | None, what: str) -> ImageData:
-    """A packed store decoded into RAM (at ``image_size`` when its images differ in size)."""
-    from .source import store_to_memory
-    from .store import Store
-
-    if not isinstance(store, Store):
-        raise DataError(f"{what} returned {type(store).__name__}, not sslkit ImageData or Store")
-    return store_to_memory(store, image_size)
-
-
-def load_folder(root: Path, image_size: int | None = None, cache_dir: Path | None = None) -> ImageData:
-    """Decode every image under ``root`` once (cached under ``data_root()/folders``).
-
-    Images must share one size unless ``image_size`` is given (then each is resized and
-    centre-cropped to it). Unreadable files are skipped with one warning naming them.
-    """
-    root = root.resolve()
-    files = walk_images(root)
-    if not files:
-        raise DataError(
-            f"--data '{root}': no images found (looked for {', '.join(IMAGE_SUFFIXES)}); "
-            "point --data at a folder of image files"
-        )
-    rel = [f.relative_to(root).as_posix() for f in files]
-    parents = {Path(r).parent.as_posix() for r in rel}
-    labelled = "." not in parents and all("/" not in p for p in parents)
-    classes = sorted(parents) if labelled else []
-
-    key = hashlib.sha1(f"v{CACHE_VERSION}|{root}|{image_size}".encode())
-    for f, r in zip(files, rel, strict=True):
-        st = f.stat()
-        key.update(f"|{r}|{st.st_size}|{st.st_mtime_ns}".encode())
-    cache = (cache_dir or data_root() / "folders") / f"{root.name}-{key.hexdigest()[:16]}.pt"
-    if cache.is_file():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            return ImageData(
-                blob["images"],
-                blob["labels"],
-                list(blob["classes"]),
-                f"folder '{root}'",
-                files=list(blob["files"]),
-            )
-        except Exception:  # a corrupt cache is rebuilt, never fatal
-            log.warning("ignoring unreadable cache %s; decoding the folder again", cache)
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        arrays = list(pool.map(lambda f: _decode(f, image_size), files, chunksize=64))
-    bad = [r for r, a in zip(rel, arrays, strict=True) if a is None]
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        log.warning("skipped %d unreadable image(s) in %s: %s", len(bad), root, shown)
-    kept = [(r, a) for r, a in zip(rel, arrays, strict=True) if a is not None]
-    if not kept:
-        raise DataError(f"--data '{root}': none of the {len(files)} image files could be read")
-    shapes = Counter(a.shape for _, a in kept)
-    if len(shapes) > 1:
-        common = shapes.most_common(1)[0][0]
-        raise DataError(
-            f"--data '{root}': images have {len(shapes)} different sizes (most common "
-            f"{common[2]}x{common[1]}); resize them with --set data.image_size={common[1]}"
-        )
-    images = torch.from_numpy(np.stack([a for _, a in kept]))
-    labels = None
-    if labelled:
-        index = {c: i for i, c in enumerate(classes)}
-        labels = torch.tensor([index[Path(r).parent.as_posix()] for r, _ in kept], dtype=torch.int64)
-    data = ImageData(images, labels, classes, f"folder '{root}'", files=[r for r, _ in kept])
-    try:
-        blob = {"images": images, "labels": labels, "classes": classes, "files": data.files}
-        atomic_write(cache, lambda tmp: torch.save(blob, tmp))  # unique temporary name per writer
-    except OSError as exc:  # a read-only cache only costs decoding time
-        log.warning("could not cache decoded images at %s: %s", cache, exc)
     return data
 
 

@@ -33,7 +33,8 @@ from ..checkpoint import CHECKPOINT, save_checkpoint
 from ..config import RunConfig
 from ..data.augment import Crop, normalize
 from ..data.datasets import ImageData, carve_test, split_holdout, take_subset
-from ..data.source import Source, fingerprint, iterate_batches, open_source
+from ..data.opener import open_training_data
+from ..data.training import TrainingSource, fingerprint, iterate_batches
 from ..errors import ConfigError
 from ..factory import create_backbone, create_task
 from ..files import write_json, write_jsonl
@@ -78,8 +79,8 @@ class TrainResult:
 class TrainingData:
     """The pretraining split, the held-out split (pretext accuracy), and what they are."""
 
-    train: Source
-    heldout: Source | None
+    train: TrainingSource
+    heldout: TrainingSource | None
     description: str
     classes: list[str]
     images: int  # before subset / held-out split: what the fingerprint covers
@@ -145,7 +146,7 @@ def load_training_data(
 
     if place.world_size > 1 and not place.is_main:
         torch.distributed.barrier()
-    full = open_source(config.data, plugins, on_progress=progress if place.is_main else None)
+    full = open_training_data(config.data, plugins, progress if place.is_main else None, place.device)
     if place.world_size > 1 and place.is_main:
         torch.distributed.barrier()
     data = full
@@ -185,7 +186,7 @@ def _normalization(config: RunConfig) -> tuple[tuple[float, ...], tuple[float, .
     return mean, std
 
 
-def make_crop(config: RunConfig, source: Source, description: str | None = None) -> Crop:
+def make_crop(config: RunConfig, source: TrainingSource, description: str | None = None) -> Crop:
     """The crop ``data.crop`` asks for, at ``data.image_size`` (default: the images' own size)."""
     d = config.data
     native = source.uniform_size
@@ -208,7 +209,12 @@ def make_crop(config: RunConfig, source: Source, description: str | None = None)
 
 @torch.no_grad()
 def evaluate(
-    model: PretextModel, heldout: Source, crop: Crop, config: RunConfig, device: torch.device, channels_last: bool
+    model: PretextModel,
+    heldout: TrainingSource,
+    crop: Crop,
+    config: RunConfig,
+    device: torch.device,
+    channels_last: bool,
 ) -> dict[str, float]:
     """Pretext loss and accuracy on held-out images (central crop, no flip, fixed pretext draws)."""
     was_training = model.training
@@ -235,7 +241,7 @@ def evaluate(
 
 
 def _precise_batchnorm(
-    model: PretextModel, source: Source, crop: Crop, config: RunConfig, place: Placement, channels_last: bool
+    model: PretextModel, source: TrainingSource, crop: Crop, config: RunConfig, place: Placement, channels_last: bool
 ) -> int:
     """Recompute BatchNorm statistics from this process's share of the first training batches,
     with the evaluation crop and fixed pretext draws (see :mod:`sslkit.engine.precise_bn`)."""
@@ -358,7 +364,7 @@ def _run_info(
     config: RunConfig,
     place: Placement,
     data: TrainingData,
-    train_src: Source,
+    train_src: TrainingSource,
     crop: Crop,
     t: Trainee,
     steps: int,

@@ -237,7 +237,7 @@ def _real_images(
             raise ExportError("none of the --images could be read; give image files or folders")
         return f"{len(arrays)} given images", torch.from_numpy(normalize_np(np.stack(arrays), run.mean, run.std))
     from ..config import DataConfig
-    from ..data.source import sample_images
+    from ..data.opener import sample_images
 
     try:
         data = sample_images(DataConfig.model_validate(run.config["data"]), plugins, n)

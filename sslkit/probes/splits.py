@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..data.datasets import ImageData, carve_test, load_dataset, split_holdout
+from ..data.datasets import ImageData, carve_test, split_holdout
+from ..data.opener import load_dataset
 from ..errors import DataError, SSLKitError
 
 if TYPE_CHECKING:

@@ -79,7 +79,7 @@ def batch_items(
     """(the task's preview items, grid columns, the images drawn): ``images`` seeded training
     images through the same steps as the training loop, without decoding the rest of the data."""
     from ..data.augment import normalize
-    from ..data.source import sample_images
+    from ..data.opener import sample_images
     from ..engine.trainer import build_model, make_crop
 
     dataset = sample_images(config.data, plugins, images, seed)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..data.augment import normalize
 from ..errors import CheckpointError, DataError
+from ..images import read_image
 from ..interfaces import Backbone
 from .render import colormap, grid, line_chart, upscale
 
@@ -28,17 +29,8 @@ DEFAULT_POWERS = (1.0, 2.0, 4.0)  # block1, block2, deeper blocks (paper Figure 
 
 
 def load_images(paths: Sequence[str | Path], size: int) -> Tensor:
-    """Image files -> uint8 [N, 3, size, size] (centre-cropped and resized)."""
-    from PIL import ImageOps
-
-    out = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im = ImageOps.fit(im.convert("RGB"), (size, size), Image.Resampling.BICUBIC)
-                out.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy())
-        except (OSError, ValueError):
-            raise DataError(f"cannot read image '{p}'; give image files (jpg, png, ...)") from None
+    """Image files -> uint8 [N, 3, size, size] (centre-cropped and resized: :func:`sslkit.images.read_image`)."""
+    out = [read_image(p, (size, size)) for p in paths]  # a one-line DataError names an unreadable file
     if not out:
         raise DataError("no images given: pass one or more image files")
     return torch.from_numpy(np.stack(out))

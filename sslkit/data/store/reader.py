@@ -345,3 +345,27 @@ class Store:
         if device.type == "cpu":
             return [decode_jpeg(d, mode=ImageReadMode.RGB) for d in data]
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+    def to_memory(self, size: int | None, index: np.ndarray | None = None) -> ImageData:
+        """Every (or the selected) image decoded into RAM at one size: the central square resampled
+        to ``size`` when images differ (the probes' and ``show-batch``'s path, as a folder with
+        ``data.image_size`` is); same-size images as stored when ``size`` is None."""
+        from ...errors import ConfigError
+        from ..augment import center_boxes, resample_boxes
+        from ..batches import pad_batch
+        from ..datasets import ImageData
+
+        index = np.arange(len(self)) if index is None else index
+        if size is None:
+            if self.uniform_size is None:
+                raise ConfigError(f"{self.description} holds images of different sizes; set data.image_size")
+            return self.to_imagedata(index)
+        out = torch.empty(len(index), 3, size, size, dtype=torch.uint8)
+        for start in range(0, len(index), 256):  # bounded temporary: 256 decoded images at a time
+            batch = pad_batch([self.read(int(i)) for i in index[start : start + 256]])
+            assert batch.sizes is not None  # pad_batch always records the sizes
+            x = resample_boxes(batch.images, center_boxes(batch.sizes), size)  # float [b, 3, size, size]
+            out[start : start + len(batch.images)] = x.round_().clamp_(0, 255).to(torch.uint8)
+        labels = None if self.labels is None else torch.from_numpy(np.asarray(self.labels)[index].astype(np.int64))
+        files = [self.files[int(i)] for i in index] if self.files else []
+        return ImageData(out, labels, list(self.classes), self.description, tuple(self.mean), tuple(self.std), files)

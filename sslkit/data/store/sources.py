@@ -119,9 +119,9 @@ def list_source(list_file: Path) -> Source:
 
 
 def dataset_source(name: str, plugins: Plugins) -> Source:
-    from ..datasets import ImageData, load_dataset
+    from ..datasets import ImageData, load_registered
 
-    data = load_dataset(name, plugins)
+    data = load_registered(name, plugins)
     if not isinstance(data, ImageData):
         raise DataError(
             f"dataset '{name}' is already a packed store ({data}); use it directly instead of packing it again"
