@@ -118,11 +118,42 @@ class DataConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adamw"] = Field("sgd", description="optimizer")
+    name: Literal["sgd", "adamw", "lars"] = Field(
+        "sgd", description="sgd, adamw, or lars (momentum SGD with layer-wise trust ratios, You et al. 2017)"
+    )
     lr: float = Field(0.1, gt=0, le=1000, description="learning rate at the start (the schedule lowers it)")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    nesterov: bool = Field(True, description="SGD: Nesterov momentum")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD and LARS momentum")
+    nesterov: bool = Field(True, description="SGD and LARS: Nesterov momentum")
     weight_decay: float = Field(5e-4, ge=0, le=10, description="L2 penalty (adamw: decoupled weight decay)")
+    exclude_norm_bias: bool = Field(
+        False, description="no weight decay (and no LARS scaling) on biases and normalisation weights"
+    )
+    lr_multipliers: dict[str, Annotated[float, Field(gt=0, le=1000)]] = Field(
+        default_factory=dict,
+        description='learning-rate multiplier per module path, e.g. {"task.predictor": 10} (longest prefix wins)',
+    )
+    lars_eta: float = Field(0.001, gt=0, le=1, description="lars: trust coefficient eta")
+
+
+class KnnMonitorConfig(_Section):
+    data: str | None = Field(
+        None, description="labelled data (dataset name, folder of class sub-folders or store) for the online kNN"
+    )
+    every: int = Field(1, ge=1, le=MAX_EPOCHS, description="measure after every N epochs (and after the last)")
+    stage: str | None = Field(None, description="backbone stage to embed (default: the last)")
+    pool: Literal["avg", "flatten"] = Field("avg", description="global average pool, or flatten the stage's map")
+    k: int = Field(20, ge=1, le=10000, description="neighbours that vote")
+    temperature: float = Field(0.07, gt=0, le=100, description="vote weight exp(similarity / temperature)")
+    bank: int = Field(10000, ge=1, le=10_000_000, description="labelled images kept as neighbours (seeded subset)")
+    queries: int = Field(2000, ge=1, le=10_000_000, description="test images voted on (seeded subset)")
+    test_fraction: float = Field(
+        0.2, gt=0, lt=0.5, description="the test split carved when the data has none (the probes' fraction and seed)"
+    )
+    batch_size: int = Field(256, ge=1, le=65536, description="images per forward pass")
+
+
+class MonitorConfig(_Section):
+    knn: KnnMonitorConfig = KnnMonitorConfig()
 
 
 class ScheduleConfig(_Section):
@@ -154,6 +185,7 @@ class RunConfig(_Section):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    monitor: MonitorConfig = MonitorConfig()
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="passes over the training data")
     seed: int = Field(
         0, ge=0, lt=MAX_SEED, description="seeds weights, augmentation, pretext draws and splits (0 <= seed < 2**63)"

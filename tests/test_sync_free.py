@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from sslkit.data.augment import Crop, _sizes, normalize
+from sslkit.data.augment import Crop, image_sizes, normalize
 from sslkit.data.datasets import ImageData
 from sslkit.data.training import epoch_indices_on, iterate_batches
 
@@ -123,7 +123,7 @@ def test_epoch_indices_keep_each_steps_images():
 def test_sizes_without_a_host_tensor_match_the_old_values():
     images = torch.zeros(5, 3, 17, 29, dtype=torch.uint8)
     old = torch.tensor([17, 29]).expand(5, 2)  # what _sizes built before, with a copy per step on a GPU
-    new = _sizes(images, None)
+    new = image_sizes(images, None)
     assert new.dtype == old.dtype and torch.equal(new, old)
 
 

@@ -147,7 +147,7 @@ class Crop:
         """Training crop: uint8 [b, C, H, W] (+ sizes [b, 2]) -> [b, C, size, size] (uint8 or float 0..255)."""
         if self.mode == "pad_crop":
             return random_crop_flip(images, self.padding, self.flip, generator, total, offset)
-        sizes = _sizes(images, sizes)
+        sizes = image_sizes(images, sizes)
         if self.mode == "random_resized":
             boxes = random_resized_boxes(sizes, self.scale, self.ratio, generator, total, offset)
         else:
@@ -160,10 +160,10 @@ class Crop:
         central square resampled to it."""
         if sizes is None and images.shape[-2:] == (self.size, self.size):
             return images
-        return resample_boxes(images, center_boxes(_sizes(images, sizes)), self.size)
+        return resample_boxes(images, center_boxes(image_sizes(images, sizes)), self.size)
 
 
-def _sizes(images: Tensor, sizes: Tensor | None) -> Tensor:
+def image_sizes(images: Tensor, sizes: Tensor | None) -> Tensor:
     """Each image's (h, w) [b, 2] int64 on the images' device: ``sizes``, or the tensor's own size."""
     if sizes is not None:
         return sizes.to(images.device)
@@ -192,3 +192,9 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
     x = images.float()
     x = x.div_(255) if x is not images else x.div(255)  # never modify the caller's float tensor
     return x.sub_(m).div_(s)
+
+
+def standardize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """float pixels in [0, 1] [B, C, H, W] -> (x - mean) / std (a new tensor; the engine's views)."""
+    m, s = _stats_on(tuple(mean), tuple(std), str(images.device))
+    return (images.float() - m).div_(s)

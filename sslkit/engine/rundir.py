@@ -5,7 +5,7 @@
 - :func:`open_run`: a fresh start, or the checkpoint to resume, by ``resume`` = False / True /
   ``"auto"`` (start or continue).
 - :func:`resumed_config`: the checkpoint's config with the few keys a resume may change, and
-  the list of what changed (recorded in the checkpoint; ``config.json`` is never rewritten).
+  the list of what changed (recorded in the checkpoint; ``config.json`` is rewritten to match).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..files import OutputLock
 
 Resume = bool | Literal["auto"]
 # Keys a resumed run may change; anything else must match the checkpoint's config.
-RESUMABLE_KEYS = ("epochs", "device", "compile", "sync_batchnorm", "checkpoint", "dist_timeout_minutes")
+RESUMABLE_KEYS = ("epochs", "device", "compile", "sync_batchnorm", "checkpoint", "dist_timeout_minutes", "monitor")
 RESUMABLE_DATA_KEYS = ("workers", "decode")  # how the data is read, not what it is
 
 

@@ -1,9 +1,11 @@
 """Batch statistics over all processes, so N processes train exactly like one.
 
-PyTorch's ``nn.SyncBatchNorm`` runs on CUDA only; :class:`DistributedBatchNorm2d` does the same
-on any device with gloo: it all-reduces the per-channel sum, sum of squares and count (a
-differentiable all-reduce, so gradients flow through the shared statistics as they would in
-one process). It keeps BatchNorm2d's parameter and buffer names, so checkpoints are unchanged.
+PyTorch's ``nn.SyncBatchNorm`` runs on CUDA only; :class:`DistributedBatchNorm2d` (and
+:class:`DistributedBatchNorm1d`, for the BatchNorm1d of projection heads) do the same on any
+device with gloo: they all-reduce the per-channel sum, sum of squares and count (a
+differentiable all-reduce, so gradients flow through the shared statistics as they would in one
+process). They keep BatchNorm's parameter and buffer names, so checkpoints are unchanged. Every
+BatchNorm of the model is converted, the task's modules included.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
 
-class DistributedBatchNorm2d(nn.BatchNorm2d):
+class _DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
         c = x.shape[1]
         xf = x.float()
-        local = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), xf.new_tensor([x.numel() / c])])
+        dims = (0, *range(2, x.dim()))  # every dimension but the channels
+        shape = (1, c, *([1] * (x.dim() - 2)))
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([x.numel() / c])])
         total = dist_fn.all_reduce(local)  # [2C + 1]: sum, sum of squares, count over all processes
         count = total[-1]
         mean = total[:c] / count
@@ -33,21 +37,35 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
                 m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 running_mean.mul_(1 - m).add_(mean, alpha=m)
                 running_var.mul_(1 - m).add_(var * count / (count - 1), alpha=m)
-        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        y = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+            y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
 
 
+class DistributedBatchNorm1d(_DistributedBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class DistributedBatchNorm2d(_DistributedBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+_DISTRIBUTED = {nn.BatchNorm1d: DistributedBatchNorm1d, nn.BatchNorm2d: DistributedBatchNorm2d}
+
+
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Replace every BatchNorm2d by its all-process version (in place where possible)."""
+    """Replace every BatchNorm1d/2d, the task's included, by its all-process version (in place
+    where possible)."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, DistributedBatchNorm2d):
-        new = DistributedBatchNorm2d(
-            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
-        )
+    kind = _DISTRIBUTED.get(type(module))  # type: ignore[arg-type]
+    if kind is not None and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        new = kind(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        for name, p in module.named_parameters(recurse=False):  # a frozen (EMA) module stays frozen
+            getattr(new, name).requires_grad_(p.requires_grad)
         return new.to(device=module.weight.device if module.affine else device)
     for name, child in module.named_children():
         setattr(module, name, convert_sync_batchnorm(child, device))

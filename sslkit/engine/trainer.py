@@ -1,67 +1,58 @@
-"""The pretraining loop: one function, read top to bottom.
+"""The pretraining loop, read top to bottom.
 
     source (RAM tensor or packed store) -> this process's uint8 batch [b, C, H, W] on the device
-      -> crop + flip (drawn for the global batch, sliced) -> [b, C, S, S] -> normalise
-      -> task.prepare -> (inputs, targets [M]) -> task.forward(backbone, inputs) -> logits [M, K]
-      -> task.loss -> backward -> SGD step at the schedule's lr for (epoch, step)
+      -> the task's input (engine.inputs): crop + flip, or its views, drawn for the global batch,
+         this process's rows -> normalise
+      -> task.prepare -> (inputs, targets [M] or None) -> task.forward(backbone, inputs) -> outputs
+      -> task.loss -> a scalar or sslkit.Loss (named metrics) -> backward
+      -> optimiser step (parameter groups; SGD, AdamW or LARS) at the schedule's lr for (epoch, step)
+      -> task.after_step(backbone, StepInfo): EMA targets, momentum and temperature schedules
     every N steps/minutes and at the end of each epoch: an atomic checkpoint;
-    end of epoch: held-out pretext accuracy, metrics.jsonl.
+    end of epoch: held-out pretext metrics, the online kNN monitor, metrics.jsonl.
 
-Every random draw comes from a generator seeded by (seed, epoch, step[, rank]), so any step
-replays identically: a run killed mid-epoch resumes at the step it stopped and ends with the
-metrics of an uninterrupted run. The data order and the crops are drawn for the global batch,
-so N processes see exactly the images and crops one process would; the pretext draws inside
-``task.prepare`` (angles, patch positions) and dropout are drawn per process, independently.
+Every random draw comes from a generator seeded by (seed, epoch, step[, rank]) (engine.seeds),
+so any step replays identically: a run killed mid-epoch resumes at the step it stopped and ends
+with the metrics of an uninterrupted run. The data order, the crops and the views are drawn for
+the global batch, so N processes see exactly the images one process would; the pretext draws
+inside ``task.prepare`` (angles, patch positions) and dropout are drawn per process.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from .. import __version__
 from ..checkpoint import CHECKPOINT, save_checkpoint
 from ..config import RunConfig
-from ..data.augment import Crop, normalize
-from ..data.datasets import ImageData, carve_test, split_holdout, take_subset
-from ..data.opener import open_training_data
-from ..data.training import TrainingSource, fingerprint, iterate_batches
+from ..data.datasets import ImageData
+from ..data.training import TrainingSource, iterate_batches
 from ..errors import ConfigError
-from ..factory import create_backbone, create_task
 from ..files import write_json, write_jsonl
-from ..interfaces import Backbone, Callback, PretextTask
+from ..interfaces import Callback, RunInfo, StepInfo
 from ..plugins import Plugins, load_plugins
 from .distributed import Placement, setup, teardown
-from .precise_bn import PRECISE_BATCHES, PRECISE_BELOW_STEPS, recompute_batchnorm
-from .precision import autocast
+from .evaluation import evaluate, precise_batchnorm
+from .inputs import InputPipeline, make_crop, make_pipeline
+from .metrics import EpochMeter
+from .model import Trainee, build_model, build_trainee
+from .monitor import KnnMonitor, build_monitor
+from .optim import set_group_lrs
+from .precise_bn import PRECISE_BELOW_STEPS
+from .run_data import TrainingData, load_training_data, with_statistics
 from .rundir import Resume, RunLock, check_resumable, open_run, resumed_config
-from .schedule import lr_factor, set_lr
-from .syncbn import convert_sync_batchnorm
-
-log = logging.getLogger(__name__)
+from .schedule import lr_factor
+from .seeds import CROP, MODULE, ORDER, PRETEXT, generator, seed_of
+from .step import forward_loss
 
 METRICS = "metrics.jsonl"
-
-
-class PretextModel(nn.Module):
-    """Backbone + task (which owns the head) as one module, so DDP and torch.compile see both."""
-
-    def __init__(self, backbone: Backbone, task: PretextTask) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.task = task
-
-    def forward(self, inputs: Any) -> Tensor:
-        return self.task(self.backbone, inputs)
+REPORT_EVERY = 5  # steps between progress reports (each is a read-back from the device)
 
 
 @dataclass
@@ -76,321 +67,53 @@ class TrainResult:
 
 
 @dataclass
-class TrainingData:
-    """The pretraining split, the held-out split (pretext accuracy), and what they are."""
+class Loop:
+    """Everything the epochs share, set up once before the first step (:func:`_start`)."""
 
-    train: TrainingSource
-    heldout: TrainingSource | None
-    description: str
-    classes: list[str]
-    images: int  # before subset / held-out split: what the fingerprint covers
-    fingerprint: str
-    channels: int
-    stats: tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean, std of the whole dataset
+    config: RunConfig
+    plugins: Plugins
+    place: Placement
+    out_dir: Path
+    data: TrainingData
+    source: TrainingSource  # the training split, on the device when it fits
+    pipeline: InputPipeline
+    t: Trainee
+    steps: int  # per epoch, the same on every process
+    callbacks: list[Callback]
+    monitor: KnnMonitor | None = None
+    state: dict[str, Any] | None = None  # the checkpoint resumed from
+    start_epoch: int = 0
+    start_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def local(self) -> int:
+        return self.config.data.batch_size // self.place.world_size
 
-def _seed(*parts: int) -> int:
-    """A 63-bit seed from a tuple, stable across runs and processes."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (p & 0xFFFFFFFF)) * 1099511628211) % (1 << 63)
-    return h
-
-
-def _generator(device: torch.device, *parts: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(_seed(*parts))
-
-
-def _channels_last(inputs: Any, enabled: bool) -> Any:
-    if not enabled:
-        return inputs
-    if isinstance(inputs, Tensor):
-        return inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_channels_last(x, enabled) for x in inputs)
-    return inputs
-
-
-def build_model(config: RunConfig, plugins: Plugins) -> PretextModel:
-    """The backbone and task a config describes, freshly initialised (seeded by config.seed)."""
-    torch.manual_seed(config.seed)
-    b_opts = {k: v for k, v in config.backbone.items() if k != "name"}
-    t_opts = {k: v for k, v in config.task.items() if k != "name"}
-    backbone = create_backbone(config.backbone["name"], plugins, **b_opts)
-    return PretextModel(backbone, create_task(config.task["name"], backbone, plugins, **t_opts))
-
-
-def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
-    o = config.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=o.lr,
-            momentum=o.momentum,
-            nesterov=o.nesterov and o.momentum > 0,
-            weight_decay=o.weight_decay,
-        )
-    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def load_training_data(
-    config: RunConfig, plugins: Plugins, place: Placement, callbacks: Sequence[Callback] = ()
-) -> TrainingData:
-    """Open the data (rank 0 first: it decodes or packs into the shared cache, the others then
-    read that cache instead of all decoding at once), leave out the probes' test split, take
-    the subset, hold out the pretext-accuracy split."""
-
-    def progress(done: int, total: int) -> None:
-        for cb in callbacks:
-            cb.on_data_progress(done, total)
-
-    if place.world_size > 1 and not place.is_main:
-        torch.distributed.barrier()
-    full = open_training_data(config.data, plugins, progress if place.is_main else None, place.device)
-    if place.world_size > 1 and place.is_main:
-        torch.distributed.barrier()
-    data = full
-    if config.data.exclude_test:  # the probes' carved test split: never pretrained on
-        data = carve_test(data, config.data.exclude_test, config.seed)[0]
-    data = take_subset(data, config.data.subset, config.seed)
-    train, heldout = split_holdout(data, config.data.holdout, config.seed)
-    return TrainingData(
-        train,
-        heldout,
-        full.description,
-        list(full.classes),
-        len(full),
-        fingerprint(full),
-        full.channels,
-        full.stats(),
-    )
-
-
-def _with_statistics(config: RunConfig, data: TrainingData) -> RunConfig:
-    """Fill in data.mean/std from the data (measured once; the checkpoint keeps them)."""
-    mean, std = config.data.mean, config.data.std
-    if mean is None or std is None:
-        stats = data.stats
-        update = {"mean": mean or stats[0], "std": std or stats[1]}
-        config = config.model_copy(update={"data": config.data.model_copy(update=update)})
-    if len(config.data.mean or ()) != data.channels or len(config.data.std or ()) != data.channels:
-        raise ConfigError(f"data.mean/std need {data.channels} values, one per image channel")
-    return config
-
-
-def _normalization(config: RunConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """data.mean/std, which _with_statistics has filled in before any batch is drawn."""
-    mean, std = config.data.mean, config.data.std
-    if mean is None or std is None:
-        raise RuntimeError("data.mean/std must be filled in (_with_statistics) before training or evaluating")
-    return mean, std
-
-
-def make_crop(config: RunConfig, source: TrainingSource, description: str | None = None) -> Crop:
-    """The crop ``data.crop`` asks for, at ``data.image_size`` (default: the images' own size)."""
-    d = config.data
-    native = source.uniform_size
-    size = d.image_size or (native[0] if native and native[0] == native[1] else None)
-    if size is None:
-        raise ConfigError(
-            f"the images of {description or source.description} differ in size (or are not square); "
-            "set the training size with --set data.image_size=N"
-        )
-    mode = d.crop
-    if mode == "auto":
-        mode = "pad_crop" if native == (size, size) else "random_resized"
-    if mode == "pad_crop" and native != (size, size):
-        raise ConfigError(
-            f"data.crop=pad_crop needs images of the training size {size}x{size}; "
-            "use data.crop=random_resized or center for images of other sizes"
-        )
-    return Crop(mode, size, d.crop_padding, d.crop_scale, d.crop_ratio, d.flip)
-
-
-@torch.no_grad()
-def evaluate(
-    model: PretextModel,
-    heldout: TrainingSource,
-    crop: Crop,
-    config: RunConfig,
-    device: torch.device,
-    channels_last: bool,
-) -> dict[str, float]:
-    """Pretext loss and accuracy on held-out images (central crop, no flip, fixed pretext draws)."""
-    was_training = model.training
-    model.eval()
-    generator = _generator(device, config.seed, 7)
-    b = config.data.batch_size
-    batches = [torch.arange(s, min(s + b, len(heldout))) for s in range(0, len(heldout), b)]
-    loss_sum, correct, count = (
-        torch.zeros((), device=device, dtype=torch.float64),
-        torch.zeros((), device=device, dtype=torch.float64),
-        0,
-    )
-    for batch in iterate_batches(heldout, batches, device, config.data.workers, config.data.decode):
-        x = normalize(crop.center(batch.images, batch.sizes), *_normalization(config))
-        inputs, targets = model.task.prepare(x, generator)
-        with autocast(device, config.precision):
-            logits = model(_channels_last(inputs, channels_last)).float()
-        n = targets.shape[0]
-        loss_sum += model.task.loss(logits, targets).double() * n
-        correct += model.task.correct(logits, targets).double()
-        count += n
-    model.train(was_training)
-    return {"heldout_loss": loss_sum.item() / count, "heldout_acc": correct.item() / count}
-
-
-def _precise_batchnorm(
-    model: PretextModel, source: TrainingSource, crop: Crop, config: RunConfig, place: Placement, channels_last: bool
-) -> int:
-    """Recompute BatchNorm statistics from this process's share of the first training batches,
-    with the evaluation crop and fixed pretext draws (see :mod:`sslkit.engine.precise_bn`)."""
-    device, b = place.device, config.data.batch_size
-    local = b // place.world_size
-    n = min(PRECISE_BATCHES, max(1, len(source) // b))
-    shares = [
-        torch.arange(s * b + place.rank * local, s * b + (place.rank + 1) * local) % len(source) for s in range(n)
-    ]
-    generator = _generator(device, config.seed, 8, place.rank)
-    mean, std = _normalization(config)
-
-    def inputs():
-        for batch in iterate_batches(source, shares, device, config.data.workers, config.data.decode):
-            x = normalize(crop.center(batch.images, batch.sizes), mean, std)
-            yield model.task.prepare(x, generator)[0]
-
-    def forward(inputs):
-        with autocast(device, config.precision):
-            return model(_channels_last(inputs, channels_last))
-
-    return recompute_batchnorm(model, inputs(), forward)
-
-
-def _has_unused_parameters(model: PretextModel, channels: int, size: int, device: torch.device) -> bool:
-    """Whether a training step leaves some parameters without a gradient (a task that reads a
-    middle stage, e.g. jigsaw's ``task.stage``): DDP then needs ``find_unused_parameters``."""
-    probe = copy.deepcopy(model).train()
-    x = torch.randn(2, channels, size, size, device=device)
-    inputs, targets = probe.task.prepare(x, _generator(device, 0))
-    probe.task.loss(probe(inputs).float(), targets).backward()
-    return any(p.requires_grad and p.grad is None for p in probe.parameters())
-
-
-@dataclass
-class Trainee:
-    """What a step changes: the model (and its DDP/compiled wrapper), optimizer, schedule, scaler."""
-
-    model: PretextModel
-    step_model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    channels_last: bool
-
-    def restore(
-        self, state: dict[str, Any], changes: dict[str, list[Any]]
-    ) -> tuple[int, int, list[dict[str, Any]], list[dict[str, Any]]]:
-        """Load a checkpoint's weights and states; (epoch, step, history, resumes) to continue from."""
-        self.model.backbone.load_state_dict(state["backbone"])
-        self.model.task.load_state_dict(state["task"])
-        # The learning rate is recomputed each step (engine.schedule); checkpoints before 0.1.1
-        # also carry a "scheduler" entry, unused.
-        self.optimizer.load_state_dict(state["optimizer"])
-        if "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        epoch, step = int(state["epoch"]), int(state.get("step", 0))
-        resumes = [*state.get("resumes", []), {"epoch": epoch, "step": step, "changes": changes, "time": time.time()}]
-        return epoch, step, list(state["history"]), resumes
-
-    def states(self) -> dict[str, Any]:
-        return {
-            "backbone": self.model.backbone.state_dict(),
-            "task": self.model.task.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+    def checkpoint(self, epoch_done: int, step: int, partial: dict[str, Any] | None) -> None:
+        """A checkpoint: the config, versions, where the run stands (epoch, step within the next
+        epoch, that epoch's partial sums, history, resumes), the data's identity and all states."""
+        d = self.data
+        payload = {
+            "config": self.config.model_dump(mode="json"),
+            "sslkit_version": __version__,
+            "plugins": self.plugins.versions(),
+            "epoch": epoch_done,
+            "step": step,
+            "partial": partial or [],
+            "history": self.history,
+            "resumes": self.resumes,
+            "data": {
+                "description": d.description,
+                "shape": [d.channels, self.pipeline.size, self.pipeline.size],
+                "classes": d.classes,
+                "images": d.images,
+                "fingerprint": d.fingerprint,
+            },
+            **self.t.states(),
         }
-
-
-def build_trainee(config: RunConfig, plugins: Plugins, place: Placement, channels: int, size: int) -> Trainee:
-    """The model on the device (SyncBN, channels_last, DDP, compile as configured) and its optimizer."""
-    device, world = place.device, place.world_size
-    model = build_model(config, plugins).to(device)
-    if world > 1 and config.sync_batchnorm:
-        # Before the optimizer sees the parameters; same names, so checkpoints are unchanged.
-        convert_sync_batchnorm(model, device)
-        if config.compile and device.type == "cuda":
-            log.warning(
-                "torch.compile breaks its graph at every SyncBatchNorm; for speed set sync_batchnorm=false "
-                "(per-GPU statistics) or compile=false"
-            )
-    channels_last = bool(config.channels_last) if config.channels_last is not None else device.type != "mps"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model.parameters(), config)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    step_model: nn.Module = model
-    if world > 1:
-        unused = _has_unused_parameters(model, channels, size, device)
-        step_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
-        )
-    if config.compile:
-        # An nn.Module compiles to an OptimizedModule (a Module); torch's stub only promises a callable.
-        step_model = cast(nn.Module, torch.compile(step_model))
-    return Trainee(model, step_model, optimizer, scaler, channels_last)
-
-
-def _payload(
-    config: RunConfig, plugins: Plugins, data: TrainingData, crop: Crop, t: Trainee, meta: dict[str, Any]
-) -> dict[str, Any]:
-    """A checkpoint: the config, versions, where the run stands (``meta``: epoch, step within the
-    next epoch, that epoch's partial sums, history, resumes), the data's identity and all states."""
-    return {
-        "config": config.model_dump(mode="json"),
-        "sslkit_version": __version__,
-        "plugins": plugins.versions(),
-        **meta,
-        "data": {
-            "description": data.description,
-            "shape": [data.channels, crop.size, crop.size],
-            "classes": data.classes,
-            "images": data.images,
-            "fingerprint": data.fingerprint,
-        },
-        **t.states(),
-    }
-
-
-def _run_info(
-    config: RunConfig,
-    place: Placement,
-    data: TrainingData,
-    train_src: TrainingSource,
-    crop: Crop,
-    t: Trainee,
-    steps: int,
-    start_epoch: int,
-    start_step: int,
-    out_dir: Path,
-) -> dict[str, Any]:
-    """What the callbacks are told once, before the first step."""
-    return {
-        "device": str(place.device),
-        "world_size": place.world_size,
-        "train_images": len(train_src),
-        "heldout_images": 0 if data.heldout is None else len(data.heldout),
-        "steps_per_epoch": steps,
-        "start_epoch": start_epoch,
-        "start_step": start_step,
-        "epochs": config.epochs,
-        "dataset": data.description,
-        "parameters": sum(p.numel() for p in t.model.backbone.parameters()),
-        "channels_last": t.channels_last,
-        "precision": config.precision,
-        "out_dir": str(out_dir),
-        "image_size": crop.size,
-        "crop": crop.mode,
-        "streaming": not isinstance(train_src, ImageData),
-    }
+        save_checkpoint(self.out_dir / CHECKPOINT, payload)
 
 
 def train(
@@ -411,153 +134,220 @@ def train(
     place: Placement = setup(config.device, config.dist_timeout_minutes)
     try:
         with RunLock(out_dir) if place.is_main else nullcontext():  # one writer per run folder
-            return _train(config, out_dir, plugins, resume, list(callbacks), place)
+            loop = _start(config, out_dir, plugins, resume, list(callbacks), place)
+            for epoch in range(loop.start_epoch, loop.config.epochs):
+                first = loop.start_step if epoch == loop.start_epoch else 0
+                meter, lr = _train_epoch(loop, epoch, first)
+                _end_epoch(loop, epoch, meter, lr)
+            return TrainResult(out_dir, loop.config, loop.history)
     finally:
         teardown(place)
 
 
-def _train(
+def _start(
     config: RunConfig, out_dir: Path, plugins: Plugins, resume: Resume, callbacks: list[Callback], place: Placement
-) -> TrainResult:
-    device, rank, world = place.device, place.rank, place.world_size
-    state = open_run(out_dir, resume, device)
+) -> Loop:
+    """Data, model, input pipeline, optimiser and the checkpoint's state on a resume."""
+    state = open_run(out_dir, resume, place.device)
     changes: dict[str, list[Any]] = {}
     if state is not None:
         config, changes = resumed_config(state["config"], config)
-    if config.data.batch_size % world:
-        raise ConfigError(f"data.batch_size {config.data.batch_size} must be divisible by the {world} processes")
-
-    # Data: RAM or a streamed store; a seeded held-out split for pretext accuracy.
+    if config.data.batch_size % place.world_size:
+        raise ConfigError(
+            f"data.batch_size {config.data.batch_size} must be divisible by the {place.world_size} processes"
+        )
     data = load_training_data(config, plugins, place, callbacks)
-    config = _with_statistics(config, data)
+    config = with_statistics(config, data)
     crop = make_crop(config, data.train, data.description)
     if state is not None:
         check_resumable(state, config, data.fingerprint, data.images)
-    train_src = data.train
-    if device.type == "cuda" and isinstance(train_src, ImageData):  # RAM data: onto the GPU when small
-        images = train_src.images
-        train_src = replace(train_src, images=images.to(device) if images.numel() < 2**31 else images.pin_memory())
-
-    # Model, optimizer, schedule, gradient scaler (fp16 only); the checkpoint's state on a resume.
-    t = build_trainee(config, plugins, place, data.channels, crop.size)
-    start_epoch, start_step = 0, 0
-    history: list[dict[str, Any]] = []
-    resumes: list[dict[str, Any]] = []
+    model = build_model(config, plugins)
+    pipeline = make_pipeline(config, crop, model.task, data.channels)
+    steps = max(1, len(data.train) // config.data.batch_size)  # the last partial batch dropped: equal steps
+    model.task.setup(run_info(config, steps, place, crop.size))  # before a resume loads the task's state
+    monitor = build_monitor(config, plugins, model.backbone, crop) if place.is_main else None
+    t = build_trainee(config, model, place, pipeline, data.channels)
+    loop = Loop(config, plugins, place, out_dir, data, _on_device(data.train, place), pipeline, t, steps, callbacks)
+    loop.monitor, loop.state = monitor, state
     if state is not None:
-        start_epoch, start_step, history, resumes = t.restore(state, changes)
-    model, step_model, optimizer, scaler = t.model, t.step_model, t.optimizer, t.scaler
-    channels_last = t.channels_last
-
-    batch = config.data.batch_size
-    local = batch // world
-    n = len(train_src)
-    steps = max(1, n // batch)  # drop the last partial batch: every rank takes exactly `steps` steps
-    if place.is_main and state is None:
-        write_json(out_dir / "config.json", config.model_dump(mode="json"))  # once, when the run starts
-    info = _run_info(config, place, data, train_src, crop, t, steps, start_epoch, start_step, out_dir)
+        loop.start_epoch, loop.start_step, loop.history, loop.resumes = t.restore(state, changes)
+    if place.is_main and (state is None or changes):  # config.json says what the run is now
+        write_json(out_dir / "config.json", config.model_dump(mode="json"))
+    info = _run_info(loop)
     for cb in callbacks:
         cb.on_start(info)
-
-    def checkpoint(epoch_done: int, step: int, partial: list[float]) -> None:
-        meta = {"epoch": epoch_done, "step": step, "partial": partial, "history": history, "resumes": resumes}
-        save_checkpoint(out_dir / CHECKPOINT, _payload(config, plugins, data, crop, t, meta))
-
-    every_steps, every_seconds = config.checkpoint.every_steps, (config.checkpoint.every_minutes or 0) * 60
-    for epoch in range(start_epoch, config.epochs):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(config.seed, epoch, 3)))
-        if n < batch:
-            order = order.repeat(batch // n + 1)[:batch]  # tiny datasets: one full batch per epoch
-        first = start_step if epoch == start_epoch else 0
-        shares = [order[s * batch + rank * local : s * batch + (rank + 1) * local] for s in range(first, steps)]
-        partial = state.get("partial") if state is not None and epoch == start_epoch and first else None
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.float64)
-        count, seconds_before = 0, 0.0
-        if partial and place.is_main:  # the interrupted epoch's sums, counted once (rank 0)
-            loss_sum += partial[0]
-            correct += partial[1]
-            count, seconds_before = int(partial[2]), float(partial[3])
-        model.train()
-        t0 = last_save = time.perf_counter()
-        norm = _normalization(config)
-        batches = iterate_batches(train_src, shares, device, config.data.workers, config.data.decode)
-        for step, loaded in enumerate(batches, start=first):  # uint8 [local, C, H, W] on the device
-            x = crop(loaded.images, loaded.sizes, _generator(device, config.seed, epoch, step, 1), batch, rank * local)
-            x = normalize(x, *norm)  # [local, C, S, S] float
-            lr = set_lr(optimizer, config.optim.lr * lr_factor(config.schedule, config.epochs, epoch, step, steps))
-            torch.manual_seed(_seed(config.seed, epoch, step, 2, rank))  # module randomness (dropout)
-            inputs, targets = model.task.prepare(
-                x, _generator(device, config.seed, epoch, step, 3, rank)
-            )  # e.g. [4b, C, S, S], [4b]
-            with autocast(device, config.precision):
-                logits = step_model(_channels_last(inputs, channels_last))  # [M, K]
-            loss = model.task.loss(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            with torch.no_grad():
-                m = targets.shape[0]
-                loss_sum += loss.detach().double() * m
-                correct += model.task.correct(logits, targets).double()
-                count += m
-            if callbacks and (step % 5 == 4 or step == steps - 1):
-                elapsed = time.perf_counter() - t0  # .item(): a device sync, only every few steps
-                for cb in callbacks:
-                    cb.on_step(
-                        epoch,
-                        step + 1,
-                        steps,
-                        {
-                            "loss": loss_sum.item() / count,
-                            "acc": correct.item() / count,
-                            "images_per_s": (step + 1 - first) * local / elapsed,
-                        },
-                    )
-            now = time.perf_counter()
-            due = (every_steps and (step + 1) % every_steps == 0) or _minutes_due(
-                every_seconds, now - last_save, step, world, device
-            )
-            if due and step + 1 < steps:
-                sums = _global_sums(loss_sum, correct, count, world, device)
-                if place.is_main:
-                    checkpoint(epoch, step + 1, [*sums, seconds_before + now - t0])
-                last_save = now
-        seconds = seconds_before + time.perf_counter() - t0
-        loss_total, correct_total, count_total = _global_sums(loss_sum, correct, count, world, device)
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": loss_total / count_total,
-            "train_acc": correct_total / count_total,
-            "images_per_s": steps * batch / seconds,
-            "samples_per_s": count_total / seconds,
-            "seconds": seconds,
-        }
-        if data.heldout is not None and (epoch + 1) * steps < PRECISE_BELOW_STEPS:  # every process: SyncBN
-            record["precise_bn_batches"] = _precise_batchnorm(model, train_src, crop, config, place, channels_last)
-        if place.is_main:
-            if data.heldout is not None:
-                record.update(evaluate(model, data.heldout, crop, config, device, channels_last))
-            history.append(record)
-            checkpoint(epoch + 1, 0, [])
-            write_jsonl(out_dir / METRICS, history)  # rewritten whole: always matches the checkpoint
-        else:
-            history.append(record)
-        for cb in callbacks:
-            cb.on_epoch_end(record)
-        if world > 1:
-            torch.distributed.barrier()
-    return TrainResult(out_dir, config, history)
+    return loop
 
 
-def _global_sums(loss_sum: Tensor, correct: Tensor, count: int, world: int, device: torch.device) -> list[float]:
-    """[loss * samples, correct, samples] over all processes (one all-reduce)."""
-    sums = torch.stack([loss_sum, correct, torch.tensor(float(count), dtype=torch.float64).to(device)])
-    if world > 1:
-        torch.distributed.all_reduce(sums)
-    return sums.tolist()
+def run_info(config: RunConfig, steps: int, place: Placement, image_size: int) -> RunInfo:
+    """What a task is told before the first step (:meth:`sslkit.PretextTask.setup`)."""
+    mean, std = config.data.mean, config.data.std
+    assert mean is not None and std is not None  # filled from the data first
+    return RunInfo(
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        total_steps=config.epochs * steps,
+        world_size=place.world_size,
+        global_batch=config.data.batch_size,
+        image_size=image_size,
+        mean=tuple(mean),
+        std=tuple(std),
+        device=str(place.device),
+    )
+
+
+def _on_device(source: TrainingSource, place: Placement) -> TrainingSource:
+    """RAM data onto the GPU when it is small (else pinned host memory, copied per batch)."""
+    if place.device.type != "cuda" or not isinstance(source, ImageData):
+        return source
+    images = source.images
+    return replace(source, images=images.to(place.device) if images.numel() < 2**31 else images.pin_memory())
+
+
+def _train_epoch(loop: Loop, epoch: int, first: int) -> tuple[EpochMeter, float]:
+    """Steps ``first`` .. ``steps - 1`` of ``epoch``; returns the epoch's sums and the last lr."""
+    c, place, t, steps = loop.config, loop.place, loop.t, loop.steps
+    device, rank, batch, local = place.device, place.rank, c.data.batch_size, loop.local
+    n = len(loop.source)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed_of(c.seed, epoch, ORDER)))
+    if n < batch:
+        order = order.repeat(batch // n + 1)[:batch]  # tiny datasets: one full batch per epoch
+    shares = [order[s * batch + rank * local : s * batch + (rank + 1) * local] for s in range(first, steps)]
+    meter = EpochMeter(device)
+    partial = loop.state.get("partial") if loop.state is not None and epoch == loop.start_epoch and first else None
+    if partial and place.is_main:  # the interrupted epoch's sums, counted once (rank 0)
+        meter.restore(partial)
+    t.model.train()
+    t0 = last_save = time.perf_counter()
+    lr = t.optimizer.param_groups[0]["lr"]
+    batches = iterate_batches(loop.source, shares, device, c.data.workers, c.data.decode)
+    for step, loaded in enumerate(batches, start=first):  # uint8 [local, C, H, W] on the device
+        x = loop.pipeline.train(loaded, generator(device, c.seed, epoch, step, CROP), batch, rank * local)
+        lr = set_group_lrs(t.optimizer, c.optim.lr * lr_factor(c.schedule, c.epochs, epoch, step, steps))
+        torch.manual_seed(seed_of(c.seed, epoch, step, MODULE, rank))  # module randomness (dropout)
+        inputs, targets = t.model.task.prepare(x, generator(device, c.seed, epoch, step, PRETEXT, rank))
+        out = forward_loss(
+            t.model.task,
+            t.step_model,
+            inputs,
+            targets,
+            device=device,
+            precision=c.precision,
+            memory_format=t.channels_last,
+            images=loaded.images.shape[0],
+            name=str(c.task["name"]),
+        )
+        t.optimizer.zero_grad(set_to_none=True)
+        t.scaler.scale(out.loss.value).backward()
+        if _optimizer_step(t):  # not after a step the fp16 scaler skipped (inf/NaN gradients)
+            t.model.task.after_step(t.model.backbone, _step_info(loop, epoch, step))
+        meter.add(out)
+        if step % REPORT_EVERY == REPORT_EVERY - 1 or step == steps - 1:
+            _report(loop, epoch, step, meter, (step + 1 - first) * local, t0)
+        last_save = _save_if_due(loop, epoch, step, meter, t0, last_save)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the epoch's clock stops when the device has finished
+    meter.seconds += time.perf_counter() - t0
+    return meter, lr
+
+
+def _optimizer_step(t: Trainee) -> bool:
+    """scaler.step + update; False when fp16's scaler skipped the step (a read-back, fp16 only)."""
+    before = t.scaler.get_scale() if t.scaler.is_enabled() else None
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    return before is None or t.scaler.get_scale() >= before
+
+
+def _step_info(loop: Loop, epoch: int, step: int) -> StepInfo:
+    return StepInfo(
+        global_step=epoch * loop.steps + step + 1,
+        epoch=epoch,
+        step=step,
+        steps_per_epoch=loop.steps,
+        total_steps=loop.config.epochs * loop.steps,
+        world_size=loop.place.world_size,
+        global_batch=loop.config.data.batch_size,
+    )
+
+
+def _report(loop: Loop, epoch: int, step: int, meter: EpochMeter, images: int, t0: float) -> None:
+    """Running averages to the callbacks, and a stop on a loss that is no longer finite."""
+    running = meter.running()  # a read-back: the clock below then counts finished work
+    meter.check_finite(str(loop.config.task["name"]), epoch, step + 1, running)
+    if loop.callbacks:
+        metrics = {**running, "images_per_s": images / max(time.perf_counter() - t0, 1e-9)}
+        for cb in loop.callbacks:
+            cb.on_step(epoch, step + 1, loop.steps, metrics)
+
+
+def _save_if_due(loop: Loop, epoch: int, step: int, meter: EpochMeter, t0: float, last_save: float) -> float:
+    """A mid-epoch checkpoint every ``checkpoint.every_steps`` steps or ``every_minutes`` minutes."""
+    c, world = loop.config.checkpoint, loop.place.world_size
+    now = time.perf_counter()
+    every_seconds = (c.every_minutes or 0) * 60
+    due = (c.every_steps and (step + 1) % c.every_steps == 0) or _minutes_due(
+        every_seconds, now - last_save, step, world, loop.place.device
+    )
+    if not due or step + 1 >= loop.steps:
+        return last_save
+    partial = meter.state(world, meter.seconds + now - t0)  # a collective: every process
+    if loop.place.is_main:
+        loop.checkpoint(epoch, step + 1, partial)
+    return now
+
+
+def _end_epoch(loop: Loop, epoch: int, meter: EpochMeter, lr: float) -> None:
+    """The epoch's record: train metrics, precise BN, held-out metrics, the kNN monitor; then the
+    checkpoint and metrics.jsonl (main process), the callbacks, and a barrier."""
+    c, place, t = loop.config, loop.place, loop.t
+    totals = meter.totals(place.world_size)
+    meter.check_finite(str(c.task["name"]), epoch, loop.steps, totals)
+    seconds = meter.seconds
+    record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in totals.items()}}
+    record.update(images_per_s=loop.steps * c.data.batch_size / seconds, samples_per_s=meter.global_count / seconds)
+    record["seconds"] = seconds
+    heldout = loop.data.heldout
+    if heldout is not None and (epoch + 1) * loop.steps < PRECISE_BELOW_STEPS:  # every process: SyncBN
+        record["precise_bn_batches"] = precise_batchnorm(t.model, loop.source, loop.pipeline, c, place, t.channels_last)
+    if place.is_main:
+        if heldout is not None:
+            record.update(evaluate(t.model, heldout, loop.pipeline, c, place.device, t.channels_last))
+        if loop.monitor is not None and loop.monitor.due(epoch + 1, c.epochs):
+            record["knn_acc"] = loop.monitor.measure(t.model.backbone, place.device, c.precision, t.channels_last)
+        loop.history.append(record)
+        loop.checkpoint(epoch + 1, 0, None)
+        write_jsonl(loop.out_dir / METRICS, loop.history)  # rewritten whole: always matches the checkpoint
+    else:
+        loop.history.append(record)
+    for cb in loop.callbacks:
+        cb.on_epoch_end(record)
+    if place.world_size > 1:
+        torch.distributed.barrier()
+
+
+def _run_info(loop: Loop) -> dict[str, Any]:
+    """What the callbacks are told once, before the first step."""
+    c, place, t, data = loop.config, loop.place, loop.t, loop.data
+    return {
+        "device": str(place.device),
+        "world_size": place.world_size,
+        "train_images": len(loop.source),
+        "heldout_images": 0 if data.heldout is None else len(data.heldout),
+        "steps_per_epoch": loop.steps,
+        "start_epoch": loop.start_epoch,
+        "start_step": loop.start_step,
+        "epochs": c.epochs,
+        "dataset": data.description,
+        "parameters": sum(p.numel() for p in t.model.backbone.parameters()),
+        "channels_last": t.channels_last,
+        "precision": c.precision,
+        "out_dir": str(loop.out_dir),
+        "image_size": loop.pipeline.size,
+        "crop": "views" if loop.pipeline.views is not None else loop.pipeline.crop.mode,
+        "streaming": not isinstance(loop.source, ImageData),
+        "knn_monitor": loop.monitor is not None,
+    }
 
 
 def _minutes_due(every_seconds: float, since_save: float, step: int, world: int, device: torch.device) -> bool:

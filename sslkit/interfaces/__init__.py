@@ -1,6 +1,8 @@
 """Every extension interface of sslkit, one module each.
 
-- :class:`PretextTask` (:mod:`.task`): a self-supervised task: its batch transform, head and loss;
+- :class:`PretextTask` (:mod:`.task`): a self-supervised task: its batch transform, head and loss,
+  with what the engine tells it (:class:`RunInfo`, :class:`StepInfo`) and what its loss may
+  return (:class:`Loss`); the views it may ask for (:class:`View`, :mod:`.views`);
 - :class:`Backbone` and :class:`Stage` (:mod:`.backbone`): an image encoder with named stages;
 - :class:`Probe` and :class:`ProbeConfig` (:mod:`.probe`): a classifier on a frozen stage;
 - :class:`Callback` (:mod:`.callback`): an observer of the training loop (progress, loggers);
@@ -19,7 +21,8 @@ from .callback import Callback
 from .exporter import Exporter, ExportReport
 from .probe import Probe, ProbeConfig
 from .recipe import ProbeJob, Recipe
-from .task import PretextTask
+from .task import Loss, PretextTask, RunInfo, StepInfo, as_loss
+from .views import View
 
 __all__ = [
     "Backbone",
@@ -27,10 +30,15 @@ __all__ = [
     "Config",
     "ExportReport",
     "Exporter",
+    "Loss",
     "PretextTask",
     "Probe",
     "ProbeConfig",
     "ProbeJob",
     "Recipe",
+    "RunInfo",
     "Stage",
+    "StepInfo",
+    "View",
+    "as_loss",
 ]

@@ -1,9 +1,5 @@
-"""A k-nearest-neighbour probe: no gradient training, just a memory of labelled features.
-
-Wu, Xiong, Yu, Lin, "Unsupervised Feature Learning via Non-Parametric Instance Discrimination",
-CVPR 2018 (the weighted kNN monitor used across self-supervised learning): cosine similarity
-to every training feature, the ``k`` nearest vote for their class with weight
-``exp(similarity / temperature)``.
+"""A k-nearest-neighbour probe: no gradient training, just a memory of labelled features, and the
+weighted vote of :mod:`sslkit.knn` (Wu et al., CVPR 2018), the same as the online kNN monitor's.
 """
 
 from __future__ import annotations
@@ -11,11 +7,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from ..interfaces import Probe, ProbeConfig
+from ..knn import knn_votes, unit
 
 
 class KNNConfig(ProbeConfig):
@@ -43,7 +39,7 @@ class KNNProbe(Probe):
         """[B, ...] -> L2-normalised [B, D] (average pooled over space unless pool='flatten')."""
         if self.config.pool == "avg" and features.dim() == 4:
             features = features.mean(dim=(2, 3))
-        return F.normalize(features.flatten(1).float(), dim=1)
+        return unit(features)
 
     @torch.no_grad()
     def fit(self, features: Tensor, labels: Tensor) -> None:
@@ -62,12 +58,7 @@ class KNNProbe(Probe):
     def forward(self, features: Tensor) -> Tensor:
         if self.bank.numel() == 0:
             raise RuntimeError("KNNProbe.fit(features, labels) must be called before forward")
-        k = min(self.config.k, self.bank.shape[0])
-        out = []
-        for query in self.embed(features).split(self.config.chunk):
-            sim, idx = (query @ self.bank.T).topk(k, dim=1)  # [Q, k]
-            weights = (sim / self.config.temperature).exp()
-            votes = torch.zeros(query.shape[0], self.num_classes, device=query.device)
-            votes.scatter_add_(1, self.bank_labels[idx], weights)
-            out.append(votes / votes.sum(1, keepdim=True))
-        return torch.cat(out)
+        c = self.config
+        return knn_votes(
+            self.bank, self.bank_labels, self.embed(features), self.num_classes, c.k, c.temperature, c.chunk
+        )

@@ -77,17 +77,25 @@ def batch_items(
     config: RunConfig, plugins: Plugins, images: int = 4, seed: int = 0
 ) -> tuple[list[PreviewItem], int, ImageData]:
     """(the task's preview items, grid columns, the images drawn): ``images`` seeded training
-    images through the same steps as the training loop, without decoding the rest of the data."""
-    from ..data.augment import normalize
+    images through the training loop's own input pipeline (crop + flip, or the task's views) and
+    the task's transform, without decoding the rest of the data."""
+    from ..data.batches import Batch
     from ..data.opener import sample_images
-    from ..engine.trainer import build_model, make_crop
+    from ..engine.distributed import Placement
+    from ..engine.inputs import make_crop, make_pipeline
+    from ..engine.model import build_model
+    from ..engine.trainer import run_info
 
     dataset = sample_images(config.data, plugins, images, seed)
-    generator = torch.Generator().manual_seed(seed)
     mean, std = dataset.stats()
-    x = make_crop(config, dataset)(dataset.images, None, generator)  # [n, C, S, S]
-    x = normalize(x, config.data.mean or mean, config.data.std or std)
+    data = config.data.model_copy(update={"mean": config.data.mean or mean, "std": config.data.std or std})
+    config = config.model_copy(update={"data": data})
+    crop = make_crop(config, dataset)
     model = build_model(config, plugins)
+    pipeline = make_pipeline(config, crop, model.task, dataset.channels)
+    model.task.setup(run_info(config, 1, Placement(torch.device("cpu")), crop.size))
+    generator = torch.Generator().manual_seed(seed)
+    x = pipeline.train(Batch(dataset.images), generator)  # what the loop would feed the task
     with torch.no_grad():
         items = model.task.preview(*model.task.prepare(x, generator))
     columns = len(items) // len(dataset) if len(items) % len(dataset) == 0 else min(8, len(items))
