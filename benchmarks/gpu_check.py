@@ -289,6 +289,8 @@ class Check:
 
 def _applies(case: Case, ctx: dict[str, Any]) -> str | None:
     """Why ``case`` cannot run here, or None."""
+    if case.needs != "none" and ctx.get("environment_error"):
+        return f"the environment case failed: {ctx['environment_error']}"
     if case.needs in ("cuda", "2gpu") and not ctx["cuda"]:
         return "no CUDA device"
     if case.needs == "2gpu" and ctx["gpu_count"] < 2:
@@ -364,9 +366,12 @@ def run_check(cases: list[Case], out: Path, budget_s: float, ctx: dict[str, Any]
 
 
 def _found_devices(env_record: dict[str, Any]) -> dict[str, Any]:
-    """What the environment case found: CUDA or not, how many GPUs."""
+    """What the environment case found: CUDA or not, how many GPUs, or why nothing else can run."""
     cuda = bool(env_record.get("cuda_available"))
-    return {"cuda": cuda, "gpu_count": int(env_record.get("gpu_count") or 0) if cuda else 0}
+    found: dict[str, Any] = {"cuda": cuda, "gpu_count": int(env_record.get("gpu_count") or 0) if cuda else 0}
+    if env_record["status"] != "ok":
+        found["environment_error"] = env_record.get("error") or env_record.get("reason")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,7 +526,7 @@ def cuda_tests(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
 def _throughput(ctx: dict[str, Any], rec: Recorder, *args: str) -> dict[str, Any]:
     """benchmarks/train_throughput.py on CUDA; its JSON (appended to after every case) copied as it grows."""
     js = Path(ctx["work"]) / f"throughput-{time.monotonic_ns()}.json"
-    cmd = [sys.executable, str(BENCH / "train_throughput.py"), "--device", "cuda", "--steps", str(ctx["steps"])]
+    cmd = [sys.executable, str(BENCH / "train_throughput.py"), "--device", _device(ctx), "--steps", str(ctx["steps"])]
     proc = subprocess.Popen([*cmd, *args, "--json", str(js)], cwd=ROOT)
     while proc.poll() is None:
         time.sleep(0.5)
@@ -554,6 +559,11 @@ def train_alexnet(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
 
 def context_fp16(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
     return _throughput(ctx, rec, "--task", "context", "--cases", "sslkit,sslkit_bf16,sslkit_fp16")
+
+
+def _device(ctx: dict[str, Any]) -> str:
+    """Where the training cases run: cuda (a CPU dry run of the code paths may say cpu)."""
+    return str(ctx.get("device", "cuda"))
 
 
 def _generated_plugins(n: int):
@@ -611,7 +621,7 @@ def paper_epoch(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
     n = int(ctx["paper_images"])
     plugins = _generated_plugins(n)
     sets = ["data.name=gpucheck-random", "precision=bf16", "compile=true", "channels_last=true"]
-    cfg = assemble("rotation", plugins, preset="paper", sets=sets, flags={"epochs": 3, "device": "cuda"})
+    cfg = assemble("rotation", plugins, preset="paper", sets=sets, flags={"epochs": 3, "device": _device(ctx)})
     clock = _epoch_clock(rec, "progress")
     with tempfile.TemporaryDirectory(dir=ctx["work"]) as out:
         history = train(cfg, out, plugins=plugins, callbacks=[clock]).history
@@ -637,7 +647,7 @@ def paper_epoch(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
     }
 
 
-def _rotation_step(batch: int, compiled: bool = False):
+def _rotation_step(batch: int, compiled: bool = False, device: str = "cuda"):
     """NIN-4 rotation model, SGD, bf16 autocast, channels_last on CUDA: (step function, FLOPs per step).
     FLOPs are counted on the eager model; ``compiled`` then steps through ``torch.compile(model)``."""
     import torch
@@ -649,15 +659,15 @@ def _rotation_step(batch: int, compiled: bool = False):
 
     torch.manual_seed(0)
     backbone = create_backbone("nin")
-    model = PretextModel(backbone, create_task("rotation", backbone)).cuda().to(memory_format=torch.channels_last)
+    model = PretextModel(backbone, create_task("rotation", backbone)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x = torch.randn(4 * batch, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
-    y = torch.arange(4 * batch, device="cuda") // batch  # [4B] rotation labels
+    x = torch.randn(4 * batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.arange(4 * batch, device=device) // batch  # [4B] rotation labels
 
     runner: Callable[..., Any] = model
 
     def step() -> None:
-        with torch.autocast("cuda", torch.bfloat16):
+        with torch.autocast(torch.device(device).type, torch.bfloat16):
             loss = F.cross_entropy(runner(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -760,7 +770,7 @@ def probe_cuda(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
     """`sslkit probe` on CUDA: kNN on cached features of a random NIN, mirrored copies, 2x2 tiles, bf16."""
     out = Path(ctx["work"]) / "probe"
     args = ["--random-init", "--backbone", "nin", "--backbone-set", "width=0.25", "--probe", "knn", "--flip"]
-    args += ["--tiles", "2", "--precision", "bf16", "--device", "cuda", "--data", "sample", "-o", str(out)]
+    args += ["--tiles", "2", "--precision", "bf16", "--device", _device(ctx), "--data", "sample", "-o", str(out)]
     t0 = time.perf_counter()
     _checked(_sslkit("probe", *args))
     report = json.loads((out / "probe-random-init.json").read_text())
@@ -776,7 +786,8 @@ def probe_cuda(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
 
 def reproduce_smoke(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
     out = Path(ctx["work"]) / "reproduce"
-    args = ["rotnet-cifar10", "--preset", "paper", "--smoke", "--data", "sample", "--device", "cuda", "-o", str(out)]
+    args = ["rotnet-cifar10", "--preset", "paper", "--smoke", "--data", "sample", "--device", _device(ctx)]
+    args += ["-o", str(out)]
     _checked(_sslkit("reproduce", *args))
     table = json.loads((out / "reproduce.json").read_text())
     return {
@@ -809,7 +820,8 @@ def _store_rates(ctx: dict[str, Any], rec: Recorder, raw: Path, jpeg: Path) -> d
         ("jpeg_gpu_decode", jpeg, "gpu"),
     ):
         sets = [f"data.name={store}", "data.in_memory=false", f"data.decode={decode}", f"data.workers={workers}"]
-        cfg = assemble("rotation", plugins, sets=[*sets, "precision=bf16"], flags={"epochs": 2, "device": "cuda"})
+        sets += ["data.subset=1024"] if ctx["quick"] else []
+        cfg = assemble("rotation", plugins, sets=[*sets, "precision=bf16"], flags={"epochs": 2, "device": _device(ctx)})
         with tempfile.TemporaryDirectory(dir=ctx["work"]) as out:
             last = train(cfg, out, plugins=plugins).history[-1]
         rates[name] = {"images_per_s": last["images_per_s"], "workers": workers}
@@ -876,7 +888,7 @@ def _torchrun(ctx: dict[str, Any], processes: int) -> dict[str, Any]:
     launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
     out = Path(ctx["work"]) / "run"
     cmd = [*launcher, "--standalone", "--nproc_per_node", str(processes), "-m", "sslkit", "train", "rotation"]
-    cmd += ["--device", "cuda", "--epochs", "1", "--set", "data.subset=2048", "--set", "backbone.width=0.25"]
+    cmd += ["--device", _device(ctx), "--epochs", "1", "--set", "data.subset=2048", "--set", "backbone.width=0.25"]
     _checked([*cmd, "--out", str(out)])
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     if not (out / "checkpoint.pt").is_file():

@@ -173,3 +173,13 @@ def test_verdict_names_the_largest_gap(gpu_check):
     assert v["gaps_s"]["training loop vs the bare model step (bf16)"] == pytest.approx(62.5, abs=0.1)
     assert v["largest_gap"].startswith("model step vs the bf16 matmul peak")
     assert gpu_check.verdict({"cases": {}}) is None
+
+
+def test_a_failed_environment_skips_the_rest_with_its_reason(gpu_check, tmp_path):
+    """sslkit not installed in the device's python: one clear reason, not a dozen identical failures."""
+    env = gpu_check.Case("environment", 5.0, argv=lambda ctx: [sys.executable, "-c", "raise SystemExit('no sslkit')"])
+    rest = gpu_check.Case("train_nin", 5.0, argv=lambda ctx: [sys.executable, "-c", "pass"])
+    gpu_check.run_check([env, rest], tmp_path, 20.0, _ctx(tmp_path), quiet=True)
+    doc = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert doc["cases"]["environment"]["status"] == "failed"
+    assert doc["cases"]["train_nin"]["reason"] == "the environment case failed: exit 1: no sslkit"
