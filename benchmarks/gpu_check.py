@@ -628,8 +628,10 @@ def paper_epoch(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
     walls = clock.walls
     warm = min(walls[1:])
     projected = walls[0] + (PAPER_EPOCHS - 1) * warm
+    trained = int(clock.info.get("train_images", n))  # the preset holds a seeded fraction out
     return {
-        "images": n,
+        "generated_images": n,
+        "images": trained,
         "settings": sets,
         "streaming": clock.info.get("streaming"),
         "heldout_images": clock.info.get("heldout_images"),
@@ -638,7 +640,7 @@ def paper_epoch(ctx: dict[str, Any], rec: Recorder) -> dict[str, Any]:
         "first_epoch_s": walls[0],
         "warm_epoch_s": warm,
         "warm_train_s": min(r["seconds"] for r in history[1:]),
-        "warm_images_per_s": n / warm,
+        "warm_images_per_s": trained / warm,
         "projected_100_epochs_s": projected,
         "goal_s": GOAL_PAPER_S,
         "meets_goal": projected <= GOAL_PAPER_S,
