@@ -82,6 +82,12 @@ def cuda_cases(backbone, layer: str, pool: str, shape, path: Path, batches: list
         sync()
     out["pytorch_eager_fp32_resident"] = n / (time.perf_counter() - t0)
 
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # e.g. the plain (CPU) onnxruntime wheel
+        out["ort_cuda_skipped"] = (
+            f"onnxruntime {ort.__version__} has no CUDA provider here ({', '.join(ort.get_available_providers())}): "
+            "install onnxruntime-gpu to measure it"
+        )
+        return out
     enc = OnnxEncoder(path, provider="cuda")
     out["ort_provider"] = enc.provider
     run = lambda b: enc.session.run([enc.info.output_name], {enc.info.input_name: b})[0]  # noqa: E731

@@ -6,7 +6,10 @@ r"""Training throughput of sslkit vs the compute ceiling and a reference pipelin
     python benchmarks/train_throughput.py --device cuda --backbone alexnet --image-size 96 --cases ceiling,sslkit_bf16
 
 Every case runs in its own subprocess, one after another on the same cores, and reports
-images/s (and samples/s after the x4 rotation expansion) and its peak memory (max RSS):
+images/s (and samples/s after the x4 rotation expansion) and its peak memory (max RSS; on CUDA
+also the peak GPU memory, torch.cuda.max_memory_allocated, with cudnn.benchmark on). --json is
+rewritten (atomically) after every case, so a run killed part-way keeps the cases it finished.
+--task context measures the sslkit cases on the context task instead of rotation:
 
   data_sslkit      in-memory uint8 -> batched crop/flip -> normalise -> 4 rotations (no model)
   data_reference   the official RotNet style: per-sample PIL crop/flip/ToTensor/Normalize and
@@ -27,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 CASES = ["data_sslkit", "data_reference", "ceiling", "sslkit", "sslkit_bf16", "reference"]
 
@@ -191,7 +196,7 @@ def run_case(case: str, args) -> dict:
         sets += [f"precision={p}" for p in ("bf16", "fp16") if p in flags]
         sets += ["compile=true"] if "compile" in flags else []
         sets += ["channels_last=false"] if "nchw" in flags else []
-        cfg = assemble("rotation", plugins, sets=sets, flags={"epochs": 2, "device": args.device})
+        cfg = assemble(args.task, plugins, sets=sets, flags={"epochs": 2, "device": args.device})
         with tempfile.TemporaryDirectory() as out:
             history = train(cfg, out, plugins=plugins).history
         return {"images_per_s": history[-1]["images_per_s"]}  # the second (warm) epoch
@@ -207,6 +212,34 @@ def run_case(case: str, args) -> dict:
             _step(model, opt, x.flatten(0, 1), y.flatten())
         return {"images_per_s": steps * batch / (time.perf_counter() - t0)}
     raise SystemExit(f"unknown case {case}")
+
+
+def run_one_case(args) -> dict:
+    """One case in this (child) process, with its peak memory; on CUDA with cudnn.benchmark on
+    (fixed shapes: cuDNN picks its fastest algorithms during the warm-up)."""
+    import torch
+
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats()
+    result = accuracy_effect(args) if args.case == "accuracy" else run_case(args.case, args)
+    result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        result["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        result["cudnn_benchmark"] = True
+    return result
+
+
+def write_json(path: str, doc: dict) -> None:
+    """Rewrite ``path`` whole through a temporary file and a rename: a reader never sees half a file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def accuracy_effect(args) -> dict:
@@ -242,14 +275,13 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the model cases; the data cases stay on the CPU)")
     parser.add_argument("--backbone", default="nin", choices=["nin", "resnet18", "alexnet"])
+    parser.add_argument("--task", default="rotation", help="the sslkit cases' task: rotation or context")
     parser.add_argument("--image-size", type=int, default=32, help="training input size (alexnet: 96)")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case
     args = parser.parse_args()
 
     if args.case:
-        result = accuracy_effect(args) if args.case == "accuracy" else run_case(args.case, args)
-        result["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps(result))
+        print("RESULT " + json.dumps(run_one_case(args)))
         return
 
     import torch
@@ -276,6 +308,8 @@ def main() -> None:
         args.backbone,
         "--image-size",
         str(args.image_size),
+        "--task",
+        args.task,
     ]
     cases = args.cases.split(",") + (["accuracy"] if args.accuracy else [])
     for case in cases:
@@ -285,9 +319,15 @@ def main() -> None:
             tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
             results[case] = {"error": tail[0][:300]}
             print(f"case {case} failed:\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
+            if args.json:
+                write_json(
+                    args.json, {"config": vars(args), "torch": torch.__version__, "results": results, "ratios": {}}
+                )
             continue
         results[case] = json.loads(line[0][7:])
         print(f"{case:15s} {json.dumps(results[case])}", flush=True)
+        if args.json:  # after every case: a run killed later keeps this one
+            write_json(args.json, {"config": vars(args), "torch": torch.__version__, "results": results, "ratios": {}})
 
     def ratio(a: str, b: str) -> float | None:
         if "images_per_s" in results.get(a, {}) and "images_per_s" in results.get(b, {}):
@@ -302,6 +342,7 @@ def main() -> None:
         "end to end: sslkit bf16 / reference (target >= 2)": ratio("sslkit_bf16", "reference"),
     }
     what = f"NIN-{args.blocks} width {args.width}" if args.backbone == "nin" else args.backbone
+    what = f"{args.task} task (sslkit cases), {what}" if args.task != "rotation" else what
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(
         f"\n{what} at {args.image_size} px, batch {args.batch} images (x4 rotations), {where}, torch "
@@ -321,17 +362,15 @@ def main() -> None:
             f"{a['fp32']['heldout_acc']:.3f} vs bf16 {a['bf16']['heldout_acc']:.3f}"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "config": vars(args),
-                    "torch": torch.__version__,
-                    "results": results,
-                    "ratios": {k: v for k, v in ratios.items() if v is not None},
-                },
-                f,
-                indent=2,
-            )
+        write_json(
+            args.json,
+            {
+                "config": vars(args),
+                "torch": torch.__version__,
+                "results": results,
+                "ratios": {k: v for k, v in ratios.items() if v is not None},
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Run an exported encoder without PyTorch: numpy, Pillow and onnxruntime only.
 
     enc = OnnxEncoder("encoder.onnx")             # CUDA when it works, else CPU
+    enc = OnnxEncoder("encoder.onnx", device_id=1)  # the second GPU this process can see
     enc.provider                                  # the provider that actually runs
     x = enc.embed_files(["a.jpg", "b.png"]).embeddings   # [2, D] float32
 
@@ -10,7 +11,14 @@ to RGB, divide by 255, subtract the mean and divide by the std per channel, NCHW
 
 On a GPU (``provider="cuda"``, or auto on a machine with an NVIDIA GPU) batches go through
 onnxruntime's IO binding: the output is allocated on the device and copied back once per batch;
-:meth:`OnnxEncoder.run_on_device` takes and returns device-resident ``OrtValue`` s.
+:meth:`OnnxEncoder.run_on_device` takes and returns device-resident ``OrtValue`` s. ``device_id``
+is the GPU's ordinal among those the process can see (``CUDA_VISIBLE_DEVICES=3`` and
+``device_id=0`` run on physical GPU 3).
+
+Auto mode runs CUDA, never TensorRT: TensorRT builds an engine per input shape (minutes), so the
+last, smaller batch of every ``sslkit embed`` would build a second one. TensorRT runs only when
+asked for (``provider="tensorrt"``), and then every batch smaller than the largest one seen is
+padded up to it, so one engine serves the whole run (engines are cached on disk).
 
 This module must stay importable without torch (a test imports it with torch blocked): it
 imports nothing from sslkit but :mod:`sslkit.errors`, :mod:`sslkit.files` and :mod:`sslkit.images`.
@@ -265,10 +273,10 @@ class SessionReport:
 
 
 def _resolve(provider: str | None, available: Sequence[str], device: bool) -> tuple[list[str], bool]:
-    """(providers to ask for, whether the GPU ones are optional)."""
+    """(providers to ask for, whether the GPU ones are optional). Auto takes CUDA, not TensorRT
+    (module docstring: engines are built per input shape)."""
     if provider in (None, "", "auto"):
-        gpu = [p for p in (TENSORRT, CUDA) if p in available and device and (p != TENSORRT or tensorrt_present())]
-        return gpu + [CPU], True
+        return ([CUDA] if CUDA in available and device else []) + [CPU], True
     name = PROVIDER_ALIASES.get(provider.lower(), provider)
     if name not in available:
         problem = gpu_build_problem(available) if name in (CUDA, TENSORRT) else None
@@ -284,28 +292,38 @@ def _resolve(provider: str | None, available: Sequence[str], device: bool) -> tu
     return [name] if name == CPU else [name, CPU], False
 
 
-def _provider_options(name: str) -> dict[str, Any]:
+def _provider_options(name: str, device_id: int = 0) -> dict[str, Any]:
     if name == TENSORRT:  # engines take minutes to build: cache them beside the user's other caches
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sslkit" / "tensorrt"
         cache.mkdir(parents=True, exist_ok=True)
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_fp16_enable": False}
+        return {
+            "device_id": device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_fp16_enable": False,
+        }
+    if name == CUDA:
+        return {"device_id": device_id}
     return {}
 
 
 def start_session(
-    path: str | Path, provider: str | None = None, threads: int | None = None
+    path: str | Path, provider: str | None = None, threads: int | None = None, device_id: int = 0
 ) -> tuple[ort.InferenceSession, SessionReport]:
     """An onnxruntime session on ``provider`` and a report of the providers that really run.
 
-    ``provider``: ``auto``/None (TensorRT when its library is present, then CUDA, on a machine
-    with an NVIDIA GPU; else the CPU), ``cpu``, ``cuda``, ``tensorrt`` or an onnxruntime
-    provider name. A provider asked for by name that does not start raises a one-line
-    :class:`DeployError` with the cause and the fix; in auto mode a GPU that is present but
-    unusable gives a one-line warning, and the session runs on the CPU.
+    ``provider``: ``auto``/None (CUDA on a machine with an NVIDIA GPU, else the CPU), ``cpu``,
+    ``cuda``, ``tensorrt`` or an onnxruntime provider name. ``device_id``: the GPU, an ordinal
+    among the GPUs this process sees (``CUDA_VISIBLE_DEVICES``). A provider asked for by name
+    that does not start raises a one-line :class:`DeployError` with the cause and the fix; in
+    auto mode a GPU that is present but unusable gives a one-line warning, and the session runs
+    on the CPU.
     """
     path = Path(path)
     if not path.is_file():
         raise DeployError(f"no encoder file at '{path}': give the .onnx file written by 'sslkit export'")
+    if device_id < 0:
+        raise DeployError(f"device id {device_id}: give a GPU ordinal >= 0 (0 is the first GPU this process sees)")
     available = ort.get_available_providers()
     device = cuda_device_present()
     wanted, optional = _resolve(provider, available, device)
@@ -320,7 +338,7 @@ def start_session(
     try:
         with _capture_fd2(logged) if gpu else contextlib.nullcontext(), contextlib.redirect_stdout(printed):
             session = ort.InferenceSession(
-                str(path), sess_options=options, providers=[(p, _provider_options(p)) for p in wanted]
+                str(path), sess_options=options, providers=[(p, _provider_options(p, device_id)) for p in wanted]
             )
     except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -349,9 +367,11 @@ def start_session(
     return session, SessionReport(provider or "auto", active, fallback, note)
 
 
-def create_session(path: str | Path, provider: str | None = None, threads: int | None = None) -> ort.InferenceSession:
+def create_session(
+    path: str | Path, provider: str | None = None, threads: int | None = None, device_id: int = 0
+) -> ort.InferenceSession:
     """:func:`start_session` without the report."""
-    return start_session(path, provider, threads)[0]
+    return start_session(path, provider, threads, device_id)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,9 +440,13 @@ class Embeddings:
 class OnnxEncoder:
     """An exported encoder: preprocessing from its metadata, batched inference, the provider used."""
 
-    def __init__(self, path: str | Path, provider: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, provider: str | None = None, threads: int | None = None, device_id: int = 0
+    ) -> None:
         self.path = Path(path)
-        self.session, self.report = start_session(self.path, provider, threads)
+        self.device_id = device_id
+        self.session, self.report = start_session(self.path, provider, threads, device_id)
+        self._engine_batch = 0  # TensorRT: the largest batch so far; smaller ones are padded up to it
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.info = EncoderInfo.from_metadata(meta, self.path)
         inputs = self.session.get_inputs()
@@ -451,18 +475,23 @@ class OnnxEncoder:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Preprocessed images [B, C, H, W] -> features [B, *output_shape] float32."""
         x = np.ascontiguousarray(batch.astype(self._input_type, copy=False))
+        count = len(x)
+        if self.provider == TENSORRT:  # one engine for the run: a smaller batch is padded (module docstring)
+            self._engine_batch = max(self._engine_batch, count)
+            if count < self._engine_batch:
+                x = np.concatenate([x, np.repeat(x[-1:], self._engine_batch - count, axis=0)])
         if self.device == "cpu":
             out = self.session.run([self.info.output_name], {self.info.input_name: x})[0]
         else:  # one host-to-device copy in, one device-to-host copy out, no staging by onnxruntime
-            out = self.run_on_device(ort.OrtValue.ortvalue_from_numpy(x, self.device, 0)).numpy()
-        return out.astype(np.float32, copy=False)
+            out = self.run_on_device(ort.OrtValue.ortvalue_from_numpy(x, self.device, self.device_id)).numpy()
+        return out[:count].astype(np.float32, copy=False)
 
     def run_on_device(self, x: ort.OrtValue) -> ort.OrtValue:
         """IO binding: an input ``OrtValue`` (on :attr:`device`, of the model's input dtype) ->
         the output ``OrtValue``, allocated by onnxruntime on the same device (nothing copied to the host)."""
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.info.input_name, x)
-        binding.bind_output(self.info.output_name, self.device, 0)
+        binding.bind_output(self.info.output_name, self.device, self.device_id if self.device != "cpu" else 0)
         self.session.run_with_iobinding(binding)
         return binding.get_outputs()[0]
 
@@ -522,6 +551,6 @@ def decoded_batches(
             yield chunk, arrays
 
 
-def load(path: str | Path, provider: str | None = None, threads: int | None = None) -> OnnxEncoder:
-    """``OnnxEncoder(path, provider, threads)``."""
-    return OnnxEncoder(path, provider, threads)
+def load(path: str | Path, provider: str | None = None, threads: int | None = None, device_id: int = 0) -> OnnxEncoder:
+    """``OnnxEncoder(path, provider, threads, device_id)``."""
+    return OnnxEncoder(path, provider, threads, device_id)

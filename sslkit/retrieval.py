@@ -2,7 +2,10 @@
 
 A collection written by ``sslkit embed -o emb.npy`` is three files: ``emb.npy`` (embeddings
 [N, ...] float32), ``emb.files.txt`` (one image path per line, relative to ``root``, in the order
-of the rows) and ``emb.json`` (root, encoder file, provider, shape, skipped images).
+of the rows; a path that holds a line break or another control character, or starts with a
+double quote, is written as a JSON string, so the file always has one line per row) and
+``emb.json`` (root, encoder file, provider, shape, skipped images). Each is written through
+:func:`sslkit.files.atomic_write`: a kill never leaves half a file under the final name.
 
 The neighbour grid is the figure of Doersch, Gupta, Efros, "Unsupervised Visual Representation
 Learning by Context Prediction", ICCV 2015 (fig. 4): each query, then its nearest neighbours.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from .errors import DeployError
+from .files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +48,23 @@ def sidecars(path: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".files.txt"), stem.with_name(stem.name + ".json")
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+_NEEDS_QUOTING = re.compile(r'[\x00-\x1f\x7f]|^"')
+
+
+def index_line(name: str) -> str:
+    """One line of the file index: the name as is, or as a JSON string when a plain line could
+    not hold it (a line break or other control character) or would read as one (a leading quote)."""
+    return json.dumps(name) if _NEEDS_QUOTING.search(name) else name
+
+
+def parse_index_line(line: str) -> str:
+    """The inverse of :func:`index_line`."""
+    return json.loads(line) if line.startswith('"') else line
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a temporary name
+        np.save(f, array)
 
 
 def save_collection(
@@ -65,8 +77,9 @@ def save_collection(
     absolute = [Path(f).resolve() for f in files]
     root = Path(os.path.commonpath([str(f.parent) for f in absolute])) if absolute else Path.cwd()
     index, info = sidecars(path)
-    _atomic(path, lambda f: np.save(f, embeddings))
-    _atomic(index, lambda f: f.write("".join(p.relative_to(root).as_posix() + "\n" for p in absolute).encode()))
+    atomic_write(path, lambda tmp: _save_npy(tmp, embeddings))
+    lines = "".join(index_line(p.relative_to(root).as_posix()) + "\n" for p in absolute)
+    atomic_write(index, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
     meta = {
         **meta,
         "root": str(root),
@@ -74,7 +87,8 @@ def save_collection(
         "shape": list(embeddings.shape[1:]),
         "index": index.name,
     }
-    _atomic(info, lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
+    text = json.dumps(meta, indent=2) + "\n"
+    atomic_write(info, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path, index, info
 
 
@@ -92,12 +106,18 @@ def load_collection(path: str | Path) -> Collection:
     except (ValueError, OSError) as exc:
         raise DeployError(f"cannot read collection '{path}' ({type(exc).__name__}); embed the images again") from None
     root = Path(meta.get("root", "."))
-    files = [root / line for line in index.read_text().splitlines() if line]
-    if len(files) != len(embeddings):
+    try:
+        names = [parse_index_line(line) for line in index.read_text(encoding="utf-8").split("\n") if line]
+    except (ValueError, UnicodeDecodeError):
+        names = None
+    if names is None or len(names) != len(embeddings):
+        count = "unreadable names" if names is None else f"{len(names)} file names"
         raise DeployError(
-            f"'{index}' lists {len(files)} files for {len(embeddings)} embeddings; embed the images again"
+            f"'{index}' lists {count} for {len(embeddings)} embeddings (written by an older sslkit that "
+            f"split names with line breaks, or edited since); write it again: sslkit embed MODEL IMAGES "
+            f"-o {path} --restart"
         )
-    return Collection(embeddings, files, meta)
+    return Collection(embeddings, [root / name for name in names], meta)
 
 
 def cosine_neighbors(

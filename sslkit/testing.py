@@ -128,6 +128,21 @@ def _config(config_cls: type[_Options], options: Mapping[str, Any] | None, prefi
     return validate_section(config_cls, dict(options or {}), prefix)
 
 
+def _fp32_precision_flags() -> list[tuple[Any, str]]:
+    """(object, attribute) of the TF32 switches for matmuls and convolutions in this torch.
+
+    torch >= 2.9 has ``fp32_precision`` ("ieee" | "tf32" | "none": inherit); once anyone sets
+    it, reading or writing the legacy ``allow_tf32`` flags raises ("mix of the legacy and new
+    APIs"), so the new API is used whenever it exists, the legacy flags only on older torch.
+    """
+    matmul = torch.backends.cuda.matmul
+    cudnn = [getattr(torch.backends.cudnn, part, None) for part in ("conv", "rnn")]
+    if hasattr(matmul, "fp32_precision") and all(hasattr(c, "fp32_precision") for c in cudnn):
+        # conv and rnn together: cuDNN's legacy flag is readable only while the two agree
+        return [(matmul, "fp32_precision"), *((c, "fp32_precision") for c in cudnn)]
+    return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+
+
 @contextlib.contextmanager
 def full_fp32() -> Iterator[None]:
     """float32 convolutions and matmuls without TF32 inside the block; the settings are restored after.
@@ -138,12 +153,15 @@ def full_fp32() -> Iterator[None]:
     correct plugin. TF32 is turned off during the checks rather than the tolerance loosened on
     CUDA, so the comparison keeps the same power on every device.
     """
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    flags = _fp32_precision_flags()
+    saved = [getattr(owner, name) for owner, name in flags]
+    for owner, name in flags:
+        setattr(owner, name, "ieee" if name == "fp32_precision" else False)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        for (owner, name), value in zip(flags, saved, strict=True):
+            setattr(owner, name, value)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

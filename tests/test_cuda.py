@@ -221,7 +221,16 @@ def test_probes_with_validation_run_on_cuda(plugins):
 
 
 # ---------------------------------------------------------------------------------------------
-# onnxruntime on CUDA
+# onnxruntime on CUDA (needs the onnxruntime-gpu build: a GPU machine may have the plain CPU wheel)
+
+
+def _ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+ort_cuda = pytest.mark.skipif(not _ort_has_cuda(), reason="this onnxruntime build has no CUDA provider")
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +245,7 @@ def exported(tmp_path_factory):
     return bb, root
 
 
+@ort_cuda
 def test_ort_runs_on_the_cuda_provider(exported):
     from sslkit.deploy import OnnxEncoder
     from sslkit.run import Encoder
@@ -254,6 +264,7 @@ def test_ort_runs_on_the_cuda_provider(exported):
     assert np.abs(have - want).max() / np.abs(want).max() < 5e-3
 
 
+@ort_cuda
 def test_io_binding_keeps_data_on_the_device(exported):
     import onnxruntime as ort
 
@@ -267,6 +278,7 @@ def test_io_binding_keeps_data_on_the_device(exported):
     np.testing.assert_allclose(out.numpy(), enc.session.run(None, {enc.info.input_name: x})[0], rtol=1e-4, atol=1e-5)
 
 
+@ort_cuda
 def test_fp16_onnx_agrees_with_fp32_on_cuda(exported):
     from sslkit.deploy import OnnxEncoder
 

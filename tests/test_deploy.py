@@ -141,6 +141,7 @@ def test_cli_embed_and_neighbors(encoder_file, images, tmp_path, capsys):
     assert code == 0 and "skipped 1 unreadable" in err and "broken.jpg" in err
     emb = np.load(out)
     files = (tmp_path / "emb" / "e.files.txt").read_text().splitlines()
+    assert not list((tmp_path / "emb").glob(".*"))  # no lock file, no temporary file left
     meta = json.loads((tmp_path / "emb" / "e.json").read_text())
     assert emb.shape == (6, 19) and len(files) == 6 and "sub/img5.jpg" in files
     assert meta["skipped"] == [str(images / "broken.jpg")]
@@ -248,14 +249,68 @@ def test_cuda_path_preloads_libraries_and_warns_on_fallback(encoder_file, monkey
     assert calls == ["session CPUExecutionProvider"]  # no CUDA libraries loaded for the CPU
 
 
-def test_tensorrt_first_when_present(monkeypatch):
+def test_auto_takes_cuda_and_tensorrt_only_when_asked(monkeypatch):
+    """TensorRT builds an engine per input shape: auto used to take it whenever libnvinfer loaded."""
     everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(deploy, "tensorrt_present", lambda: True)
-    assert deploy._resolve("auto", everything, True) == (everything, True)
+    assert deploy._resolve("auto", everything, True) == (everything[1:], True)
     assert deploy._resolve("auto", everything, False) == (["CPUExecutionProvider"], True)  # no GPU: do not even try
     assert deploy._resolve("tensorrt", everything, True) == (everything, False)
-    monkeypatch.setattr(deploy, "tensorrt_present", lambda: False)
-    assert deploy._resolve("auto", everything, True) == (everything[1:], True)
+    assert deploy._resolve("auto", everything[2:], True) == (["CPUExecutionProvider"], True)
+
+
+def test_device_id_reaches_the_gpu_providers(encoder_file, monkeypatch, capsys):
+    """The GPU was always ordinal 0; --device-id picks another one the process can see."""
+    seen: list = []
+    real_session = ort.InferenceSession
+    monkeypatch.setattr(deploy, "cuda_device_present", lambda: True)
+    monkeypatch.setattr(deploy.ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(
+        deploy.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+
+    def session(path, sess_options=None, providers=None):
+        seen.append(providers)
+        return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(deploy.ort, "InferenceSession", session)
+    OnnxEncoder(encoder_file, device_id=1)
+    assert seen[-1] == [("CUDAExecutionProvider", {"device_id": 1}), ("CPUExecutionProvider", {})]
+    assert deploy._provider_options("TensorrtExecutionProvider", 2)["device_id"] == 2
+    with pytest.raises(DeployError, match="device id -1"):
+        OnnxEncoder(encoder_file, device_id=-1)
+
+
+def test_cli_device_id_is_passed_on(encoder_file, images, tmp_path, capsys, monkeypatch):
+    ids: list[int] = []
+    real = deploy.start_session
+    monkeypatch.setattr(
+        deploy, "start_session", lambda p, prov, threads, device_id: ids.append(device_id) or real(p, "cpu", threads)
+    )
+    code, _, err = _cli(capsys, "embed", encoder_file, images, "-o", tmp_path / "e.npy", "--device-id", "3")
+    assert code == 0, err
+    code, _, err = _cli(capsys, "embed", encoder_file, images, "-o", tmp_path / "e.npy", "--device-id", "-1")
+    assert code == 2 and ids == [3]
+
+
+def test_tensorrt_pads_a_smaller_batch_to_the_engine_batch(encoder_file, monkeypatch):
+    """The last partial batch of an embed used to rebuild TensorRT's engine for its new shape."""
+    enc = OnnxEncoder(encoder_file, provider="cpu")
+    monkeypatch.setattr(OnnxEncoder, "provider", property(lambda self: deploy.TENSORRT))
+    monkeypatch.setattr(OnnxEncoder, "device", property(lambda self: "cpu"))
+    shapes: list[int] = []
+    real_run = enc.session.run
+
+    class Session:
+        def run(self, names, feeds):
+            shapes.append(len(next(iter(feeds.values()))))
+            return real_run(names, feeds)
+
+    enc.session = Session()  # type: ignore[assignment]
+    x = np.random.default_rng(3).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    full, tail = enc(x[:4]), enc(x[4:])
+    assert shapes == [4, 4] and full.shape == (4, 19) and tail.shape == (1, 19)
+    np.testing.assert_allclose(tail, real_run(None, {enc.info.input_name: x[4:]})[0], rtol=1e-5, atol=1e-6)
 
 
 def test_cpu_onnxruntime_replacing_the_gpu_build_is_named(encoder_file, monkeypatch):

@@ -23,11 +23,23 @@ class Placement:
         return self.rank == 0
 
 
+def local_gpu(local_rank: int) -> int:
+    """The CUDA ordinal of the process with this ``LOCAL_RANK``, among the GPUs it can see.
+
+    torchrun on one node shows every process all the node's GPUs: rank r takes GPU r. SLURM (and
+    other launchers) often give each process its own ``CUDA_VISIBLE_DEVICES`` instead, so every
+    rank sees one GPU, ordinal 0, and ``cuda:{LOCAL_RANK}`` would be an invalid ordinal. Taking
+    ``LOCAL_RANK`` modulo the visible count is right in both cases.
+    """
+    count = torch.cuda.device_count()
+    return local_rank % count if count else local_rank
+
+
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     """``auto`` picks cuda > mps > cpu; ``cuda`` under torchrun means this process's GPU."""
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
+            return torch.device("cuda", local_gpu(local_rank))
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
@@ -40,7 +52,7 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"--device '{spec}': CUDA is not available here; use --device auto or cpu")
         if device.index is None:
-            device = torch.device("cuda", local_rank)
+            device = torch.device("cuda", local_gpu(local_rank))
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device '{spec}': MPS is not available here; use --device auto or cpu")
     return device
@@ -53,7 +65,7 @@ def setup(device_spec: str, timeout_minutes: float = 30.0) -> Placement:
     device = resolve_device(device_spec, local_rank)
     if world <= 1:
         return Placement(device)
-    if device.type == "cuda" and device.index != local_rank:
+    if device.type == "cuda" and device.index != local_gpu(local_rank):
         # Every process asked for the same GPU: they would all train on it, serialised.
         raise ConfigError(
             f"--device '{device_spec}' under torchrun: each of the {world} processes uses the GPU of its "
