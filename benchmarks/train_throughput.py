@@ -103,7 +103,7 @@ def _model(width: float, blocks: int, channels_last: bool, args=None):
     import torch
 
     from sslkit import create_backbone, create_task
-    from sslkit.engine.trainer import PretextModel
+    from sslkit.engine.model import PretextModel
 
     name = getattr(args, "backbone", "nin")
     opts = {"blocks": blocks, "width": width} if name == "nin" else ({"width": width} if name == "alexnet" else {})

@@ -8,19 +8,43 @@ no gradient back to the other processes.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+# Set while one process works alone (the main process evaluating held-out images while the
+# others wait): collectives would wait forever for processes that never join. Context-local,
+# so it cannot leak out of the block that sets it.
+_ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("sslkit_alone", default=False)
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Inside the block this process acts as a run of one: :func:`world_size` is 1 and
+    :func:`all_gather_with_grad` returns its input (the engine's evaluation on the main process)."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
 
 def world_size() -> int:
-    """Processes in the run (1 without a process group)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """Processes in the run (1 without a process group, or inside :func:`alone`)."""
+    if _ALONE.get() or not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
 
 
 def rank() -> int:
-    """This process's rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank (0 without a process group, or inside :func:`alone`)."""
+    if _ALONE.get() or not (dist.is_available() and dist.is_initialized()):
+        return 0
+    return dist.get_rank()
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -17,7 +17,7 @@ LAYERS: list[list[str]] = [
     ["reproduce"],
     ["probes", "export", "testing", "pytest_plugin", "scaffold", "scaffold_templates"],
     ["engine", "viz", "loggers"],
-    ["data", "factory", "run", "checkpoint", "deploy", "embed_stream", "retrieval", "backbones"],
+    ["data", "factory", "run", "checkpoint", "deploy", "embed_stream", "retrieval", "backbones", "distributed", "knn"],
     ["plugins", "registry", "interfaces", "config"],
     ["hookspecs", "files", "errors", "images"],
 ]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sslkit import hookimpl
-from sslkit.interfaces import Backbone, Config, PretextTask, Stage
+from sslkit.interfaces import Backbone, Config, Loss, PretextTask, Stage, View
 from sslkit.plugins import load_plugins
 from sslkit.testing import ConformanceError, check_backbone, check_probe, check_task
 
@@ -88,6 +88,96 @@ class HiddenState(Flip):
 
     def forward(self, backbone, inputs):
         return super().forward(backbone, inputs) * self.scale
+
+
+class TwoViews(PretextTask):
+    """A sound two-view task with an EMA target (the shape of BYOL): subclasses break one contract each."""
+
+    def __init__(self, config, backbone):
+        super().__init__(config, backbone)
+        c = backbone.last_stage.channels
+        self.projector = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 8))
+        self.target = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 8)).requires_grad_(False)
+
+    def views(self):
+        return [View(count=2, jitter=0.8, grayscale=0.2)]
+
+    def prepare(self, images, generator):
+        return images, None
+
+    def forward(self, backbone, inputs):
+        name = backbone.last_stage.name
+        return [self.projector(backbone(v)[name]) for v in inputs], [self.target(backbone(v)[name]) for v in inputs]
+
+    def loss(self, outputs, targets):
+        (p1, p2), (t1, t2) = outputs
+        value = (2 - 2 * nn.functional.cosine_similarity(p1, t2.detach())).mean()
+        value = value + (2 - 2 * nn.functional.cosine_similarity(p2, t1.detach())).mean()
+        return Loss(value, {"std": nn.functional.normalize(p1.detach(), dim=1).std(0).mean()})
+
+    @torch.no_grad()
+    def after_step(self, backbone, step):
+        for o, t in zip(self.projector.parameters(), self.target.parameters(), strict=True):
+            t.mul_(0.9).add_(o, alpha=0.1)
+
+
+class EmaInForward(TwoViews):
+    def forward(self, backbone, inputs):
+        if torch.is_grad_enabled():  # the workaround the interface makes unnecessary
+            with torch.no_grad():
+                for o, t in zip(self.projector.parameters(), self.target.parameters(), strict=True):
+                    t.mul_(0.9).add_(o, alpha=0.1)
+        return super().forward(backbone, inputs)
+
+
+class CountsEvaluations(TwoViews):
+    def __init__(self, config, backbone):
+        super().__init__(config, backbone)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, backbone, inputs):
+        self.calls += 1  # state advanced by every pass, evaluation included
+        return super().forward(backbone, inputs)
+
+
+class HoldsTheBackbone(TwoViews):
+    def __init__(self, config, backbone):
+        super().__init__(config, backbone)
+        self.online = backbone  # a submodule: its weights twice in every checkpoint
+
+
+class ReturnsNothing(TwoViews):
+    def loss(self, outputs, targets):
+        super().loss(outputs, targets)  # forgot the return
+
+
+class HugeViews(TwoViews):
+    def views(self):
+        return [View(count=2, size=64)]
+
+
+def test_a_sound_two_view_task_with_an_ema_target_passes():
+    report = check_task(TwoViews, backbone=Net)
+    assert report.losses[-1] < report.losses[0]
+    assert any("views" in c for c in report.checks) and any(
+        "frozen parameters untouched (2)" in c for c in report.checks
+    )
+
+
+@pytest.mark.parametrize(
+    "task, needle",
+    [
+        (EmaInForward, "frozen parameter 'target.2.weight' changed or got a gradient in a training pass"),
+        (CountsEvaluations, "an evaluation pass (eval mode, no gradient) changed the task's state"),
+        (HoldsTheBackbone, "holds the backbone's parameters as its own"),
+        (ReturnsNothing, "loss() returned NoneType, not a scalar tensor or sslkit.Loss"),
+        (HugeViews, "views of 64 px (group 0), larger than the 32-px training images"),
+    ],
+)
+def test_broken_two_view_tasks_are_named(task, needle):
+    with pytest.raises(ConformanceError) as info:
+        check_task(task, backbone=Net)
+    assert needle in str(info.value), str(info.value)
 
 
 def test_a_sound_task_passes():

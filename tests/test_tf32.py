@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from sslkit import testing
-from sslkit.testing import full_fp32
+from sslkit.testing import backbones, common, full_fp32
 
 NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
 
 
 def _tf32_off() -> bool:
     """Whether every TF32 switch full_fp32 controls is off, read through the API it uses."""
-    return all(getattr(owner, name) in ("ieee", False) for owner, name in testing._fp32_precision_flags())
+    return all(getattr(owner, name) in ("ieee", False) for owner, name in common._fp32_precision_flags())
 
 
 @pytest.mark.parametrize("before", [True, False])
@@ -46,13 +46,13 @@ def test_full_fp32_works_after_the_new_precision_api_was_used():
 
 def test_checks_run_inside_full_fp32(plugins, monkeypatch):
     seen = []
-    real = testing._same
+    real = common._same
 
     def spy(*args, **kwargs):
         seen.append(_tf32_off())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(testing, "_same", spy)
+    monkeypatch.setattr(backbones, "_same", spy)
     torch.backends.cudnn.allow_tf32 = True
     testing.check_backbone("nin", plugins=plugins, options={"blocks": 3, "width": 0.1}, device="cpu", onnx=False)
     assert seen and all(seen) and torch.backends.cudnn.allow_tf32 is True

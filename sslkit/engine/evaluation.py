@@ -8,6 +8,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.training import TrainingSource, iterate_batches
+from ..distributed import alone
 from .distributed import Placement
 from .inputs import InputPipeline
 from .metrics import EpochMeter
@@ -29,6 +30,18 @@ def evaluate(
 ) -> dict[str, float]:
     """Pretext loss, accuracy and the task's metrics on held-out images (the central crop or
     views from a fixed generator, fixed pretext draws), as ``heldout_<name>``."""
+    with alone():  # the main process evaluates while the others wait: a task's collectives stay local
+        return _evaluate(model, heldout, pipeline, config, device, memory_format)
+
+
+def _evaluate(
+    model: PretextModel,
+    heldout: TrainingSource,
+    pipeline: InputPipeline,
+    config: RunConfig,
+    device: torch.device,
+    memory_format: bool,
+) -> dict[str, float]:
     was_training = model.training
     model.eval()
     pretext, views = generator(device, config.seed, EVAL), generator(device, config.seed, EVAL_VIEWS)

@@ -46,3 +46,5 @@ class Recipe:
     # Cached (unaugmented) probes that train: also cache the mirrored training images' features,
     # each sample drawn from one of the two (ProbeSettings.flip).
     cached_flip: bool = False
+    # monitor.knn options for the pretext run (its data: the reproduction's own); empty: no monitor.
+    monitor: dict[str, Any] = field(default_factory=dict)

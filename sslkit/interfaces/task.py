@@ -158,7 +158,7 @@ class PretextTask(nn.Module):
         captioned with its label) and a list of views of one batch (each image's views side by
         side); tasks with other inputs (pairs, tuples) override it.
         """
-        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(v, Tensor) for v in inputs):
+        if isinstance(inputs, list) and inputs and all(isinstance(v, Tensor) and v.dim() == 4 for v in inputs):
             n = inputs[0].shape[0]
             return [([v[i] for v in inputs], f"{len(inputs)} views") for i in range(n)]
         if not isinstance(inputs, Tensor) or inputs.dim() != 4:

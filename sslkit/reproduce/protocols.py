@@ -135,3 +135,57 @@ def rotnet_protocol(
             probe_settings={"supervised_epoch_size": 6000},
         ),
     }
+
+
+# The kNN monitor's protocol (Wu et al., CVPR 2018), as lightly and solo-learn report their CIFAR
+# numbers: cosine, k = 20, votes exp(sim / 0.07), on the globally pooled stage.
+POOLED_KNN = {"k": 20, "temperature": 0.07, "pool": "avg"}
+QUICK_LINEAR = {"epochs": 10, "milestones": [5, 8, 9]}
+
+
+def embedding_protocol(
+    name: str,
+    task: str,
+    source: str,
+    *,
+    stage: str,
+    backbone: dict[str, Any],
+    pretext: dict[str, Any],
+    task_preset: str | None = None,
+) -> dict[str, Recipe]:
+    """The ``quick`` preset of a reproduction for methods that learn an embedding (SimCLR, BYOL):
+    kNN and a linear probe on the pooled ``stage``, each beside a random init of the same trunk
+    probed at the same stage and normalisation, on one carved test split; the online kNN monitor
+    on that stage during pretraining (its curve in ``curves.png``)."""
+    label = "globally pooled"
+    jobs = (
+        ProbeJob(
+            "knn",
+            f"kNN (k=20, cosine, temperature votes), {label}",
+            "pretext",
+            "knn",
+            (stage,),
+            POOLED_KNN,
+            augment=False,
+        ),
+        ProbeJob("random/knn", f"random init + kNN, {label}", "random", "knn", (stage,), POOLED_KNN, augment=False),
+        ProbeJob("linear", f"linear probe, {label}", "pretext", "linear", (stage,), QUICK_LINEAR, augment=False),
+        ProbeJob(
+            "random/linear", f"random init + linear, {label}", "random", "linear", (stage,), QUICK_LINEAR, augment=False
+        ),
+    )
+    quick = Recipe(
+        name=name,
+        task=task,
+        preset="quick",
+        task_preset=task_preset,
+        backbone=backbone,
+        pretext=pretext,
+        supervised_backbone=backbone,
+        jobs=jobs,
+        paper={},
+        source=source,
+        cached_flip=True,
+        monitor={"stage": stage},
+    )
+    return {"quick": quick}
