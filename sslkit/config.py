@@ -71,6 +71,11 @@ class DataConfig(_Section):
     decode: Literal["cpu", "gpu"] = Field(
         "cpu", description="streaming JPEG stores: decode in CPU workers, or batched on the GPU (nvJPEG)"
     )
+    batch_reads: Literal["auto", "uring", "pread"] = Field(
+        "auto",
+        description="raw stores: read a batch in one Linux io_uring call (uring; auto: where available) or one "
+        "pread an image (pread)",
+    )
     mean: tuple[float, ...] | None = Field(None, description="per-channel mean in [0,1] (default: the dataset's)")
     std: tuple[float, ...] | None = Field(None, description="per-channel std in [0,1] (default: the dataset's)")
 

@@ -336,15 +336,16 @@ def test_batch_reads_fall_back_to_preadv_without_io_uring_and_after_a_broken_rin
     expected = Store.open(tmp_path / "store", batch_reads="pread").read_batch(idx)
     store = Store.open(tmp_path / "store")
     assert torch.equal(store.read_batch(idx), expected)
-    ring = store._uring
+    ring = store._reads._ring
     if ring is not None:  # this kernel has io_uring: break the ring, a new one replaces it
         ring.broken = True
         assert torch.equal(store.read_batch(idx), expected)
-        assert store._uring is not ring and store._uring is not None
+        assert store._reads._ring is not ring and store._reads._ring is not None
     source = StoreSource(store)
     batches = [torch.arange(i, i + 10) for i in range(0, 40, 10)]
     got = torch.cat([b.images for b in iterate_batches(source, batches, torch.device("cpu"), workers=2)])
     assert torch.equal(got, store.read_batch(np.arange(40)))
-    monkeypatch.setattr(uring.ReadRing, "open", classmethod(lambda cls, entries=256: None))
+    monkeypatch.setattr(uring, "open_ring", lambda entries=256: (None, "io_uring_setup failed (forbidden)"))
     plain = Store.open(tmp_path / "store")
-    assert torch.equal(plain.read_batch(idx), expected) and plain.batch_reads == "pread"
+    assert torch.equal(plain.read_batch(idx), expected) and plain.batch_reader == "preadv"
+    assert plain.batch_reads == "auto"  # what was asked; batch_reader says what it got

@@ -4,11 +4,16 @@ A store is a folder of WebDataset tar shards (``shard-000000.tar`` ...; a sample
 members sharing a key: ``KEY.cls`` holds the label as text, ``KEY.jpg`` or ``KEY.npy`` the RGB
 image) plus the files sslkit reads instead of scanning the tars:
 
-- ``index.npy``: int64 [N, 6], one row per sample: shard, byte offset and size of the image
-  payload inside its tar, label (-1 unlabelled), height, width;
+- ``index.npy``: int64 [N, 7], one row per sample: shard, byte offset and size of the image
+  payload inside its tar, label (-1 unlabelled), height, width, checksum of the sample
+  (:func:`checksum`: of the pixel bytes of a raw sample, of the whole JPEG payload);
 - ``classes.json``, ``files.json``: class names, and each sample's source name (relative);
 - ``manifest.json``, written last: format version, counts, shard checksums, skipped files,
-  per-channel mean/std, options, encoding, source. No manifest means no (finished) store.
+  per-channel mean/std, options, encoding, source, and the sha256 of the files above. No
+  manifest means no (finished) store.
+
+Format 1 (``sslkit.store/1``) had no checksum column; such stores still open and read, their
+index checked against the manifest, their samples unchecked.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import numpy as np
 
 from ...errors import DataError
 
-FORMAT = "sslkit.store/1"
+FORMAT = "sslkit.store/2"
+FORMAT_V1 = "sslkit.store/1"  # no per-sample checksums: read, not checked sample by sample
+FORMATS = (FORMAT, FORMAT_V1)
 MANIFEST = "manifest.json"
 INDEX = "index.npy"
 CLASSES = "classes.json"
@@ -34,10 +41,11 @@ FILES = "files.json"
 META_FILES = (INDEX, CLASSES, FILES)
 STATE = ".pack-state.json"  # an unfinished pack: what is done so far
 STATE_DIR = ".pack"  # per-shard records of an unfinished pack
-LOCK = ".pack.lock"
-OWN_NAMES = {LOCK}  # files a fresh store folder may already hold
+LOCK = ".lock"  # sslkit.files.OutputLock's file, held while packing (removed when done)
+OWN_NAMES = {LOCK, ".pack.lock"}  # files a fresh store folder may already hold (.pack.lock: older sslkit)
 # Index columns.
-SHARD, OFFSET, SIZE, LABEL, HEIGHT, WIDTH = range(6)
+SHARD, OFFSET, SIZE, LABEL, HEIGHT, WIDTH, CHECKSUM = range(7)
+COLUMNS = {FORMAT: 7, FORMAT_V1: 6}
 EXTENSIONS = {"raw": "npy", "jpeg": "jpg"}
 
 
@@ -108,6 +116,34 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# -- per-sample checksums ---------------------------------------------------------------------
+# A weighted sum of the payload's little-endian 64-bit words, modulo 2**64: word j is weighted by
+# CHECK_WEIGHTS[j % CHECK_LANES] (odd, so any change to one word changes the sum; a swap of two
+# words changes it unless they are 128 bytes apart). The payload is zero-padded to 128 bytes.
+# Why not a CRC or xxhash: the sum vectorises over a whole raw batch (one tensor sum per lane,
+# then 16 multiplies a sample), ~0.12 us a 32 px image here where a hash call per sample costs
+# 0.23-1.2 us (benchmarks/data_scale.py, "checksums"), and raw 32 px batches cost ~2 us an image
+# in all. It is for damage (bit rot, truncation, edits), not for a forger: 'sslkit data verify'
+# checks sha256.
+CHECK_LANES = 16
+CHECK_BLOCK = 8 * CHECK_LANES
+CHECK_WEIGHTS = (np.arange(CHECK_LANES, dtype=np.uint64) * np.uint64(2) + np.uint64(1)) * np.uint64(
+    0x9E3779B97F4A7C15
+)
+
+
+def checksum(payload: bytes | bytearray | memoryview | np.ndarray) -> int:
+    """The checksum of one payload (see above) as a signed int64, as the index stores it."""
+    data = np.frombuffer(payload, dtype=np.uint8) if not isinstance(payload, np.ndarray) else payload.reshape(-1)
+    whole = len(data) // CHECK_BLOCK * CHECK_BLOCK
+    lanes = np.ascontiguousarray(data[:whole]).view("<u8").reshape(-1, CHECK_LANES).sum(0, dtype=np.uint64)
+    if whole < len(data):
+        tail = np.zeros(CHECK_BLOCK, dtype=np.uint8)
+        tail[: len(data) - whole] = data[whole:]
+        lanes += tail.view("<u8")
+    return int((lanes * CHECK_WEIGHTS).sum(dtype=np.uint64).view(np.int64))
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of the store at ``path``, or a one-line DataError saying what is wrong."""
     if not path.exists():
@@ -118,7 +154,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         if (path / STATE).is_file():
             raise DataError(
-                f"store '{path}' is an unfinished pack; re-run the same 'sslkit data pack' command to finish it"
+                f"store '{path}' is an unfinished pack (packing stopped before the end); run the same 'sslkit data "
+                f"pack SOURCE -o {path}' again: it resumes where it stopped"
             )
         raise DataError(
             f"'{path}' is not a packed store (no {MANIFEST}); create one with 'sslkit data pack SOURCE -o {path}'"
@@ -127,7 +164,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"store '{path}': unreadable {MANIFEST} ({exc}); re-pack it with 'sslkit data pack'") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise DataError(
             f"store '{path}': format {found!r} is not {FORMAT!r}; re-pack it with this sslkit's 'sslkit data pack'"
