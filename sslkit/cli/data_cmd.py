@@ -19,7 +19,7 @@ def _console():
 
 
 def _sizes_line(sizes: dict) -> str:
-    """"all 32x32 (W x H)", or each side's range: "width 30-783 px, height 40-586 px" (the smallest
+    """ "all 32x32 (W x H)", or each side's range: "width 30-783 px, height 40-586 px" (the smallest
     width and the smallest height may come from different images)."""
     (h_lo, w_lo), (h_hi, w_hi) = sizes["min"], sizes["max"]
     if sizes["uniform"]:

@@ -127,9 +127,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 # checks sha256.
 CHECK_LANES = 16
 CHECK_BLOCK = 8 * CHECK_LANES
-CHECK_WEIGHTS = (np.arange(CHECK_LANES, dtype=np.uint64) * np.uint64(2) + np.uint64(1)) * np.uint64(
-    0x9E3779B97F4A7C15
-)
+CHECK_WEIGHTS = (np.arange(CHECK_LANES, dtype=np.uint64) * np.uint64(2) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
 
 
 def checksum(payload: bytes | bytearray | memoryview | np.ndarray) -> int:

@@ -114,9 +114,7 @@ def _prepare(out: Path, key: str) -> dict[str, Any] | None:
         if state.get("key") != key:
             raise _refuse(out)
         if state.get("format") != fmt.FORMAT:
-            raise DataError(
-                f"unfinished pack '{out}' was started by an older sslkit; delete the folder and pack again"
-            )
+            raise DataError(f"unfinished pack '{out}' was started by an older sslkit; delete the folder and pack again")
         for shard in state["shards"]:
             file = out / shard["name"]
             if not file.is_file() or file.stat().st_size != shard["bytes"]:
@@ -194,9 +192,7 @@ class _ShardWriter:
         if self.labelled:
             fmt.add_member(self.tar, f"{key}.cls", str(label).encode())
         offset = fmt.add_member(self.tar, f"{key}.{extension}", item.payload)
-        self.shard.rows.append(
-            [self.number, offset, len(item.payload), label, item.height, item.width, item.checksum]
-        )
+        self.shard.rows.append([self.number, offset, len(item.payload), label, item.height, item.width, item.checksum])
         self.shard.files.append(name)
         h, w = item.height, item.width
         self.shard.sums = [a + b for a, b in zip(self.shard.sums, (*item.sums, h * w), strict=True)]
