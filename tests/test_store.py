@@ -364,12 +364,11 @@ def test_resume_with_a_lost_shard_is_a_one_line_error(tmp_path):
 # -- integrity, batch reads, worker life cycle -----------------------------------------------------
 def test_batch_checksums_equal_the_single_checksum_and_catch_changes():
     from sslkit.data.store import format as fmt
-    from sslkit.data.store.reader import batch_checksums
 
     rng = np.random.default_rng(0)
     for step in (3072, 300, 192, 128, 7):  # whole 128-byte blocks, and zero-padded tails
         rows = rng.integers(0, 256, (9, step), dtype=np.uint8)
-        assert batch_checksums(rows).tolist() == [fmt.checksum(r.tobytes()) for r in rows]
+        assert fmt.batch_checksums(rows).tolist() == [fmt.checksum(r.tobytes()) for r in rows]
     row = rng.integers(0, 256, 3072, dtype=np.uint8)
     base = fmt.checksum(row)
     for change in ({100: 1}, {0: 255}, {3071: 7}):  # one byte anywhere

@@ -118,28 +118,41 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 # -- per-sample checksums ---------------------------------------------------------------------
 # A weighted sum of the payload's little-endian 64-bit words, modulo 2**64: word j is weighted by
-# CHECK_WEIGHTS[j % CHECK_LANES] (odd, so any change to one word changes the sum; a swap of two
-# words changes it unless they are 128 bytes apart). The payload is zero-padded to 128 bytes.
-# Why not a CRC or xxhash: the sum vectorises over a whole raw batch (one tensor sum per lane,
-# then 16 multiplies a sample), ~0.12 us a 32 px image here where a hash call per sample costs
-# 0.23-1.2 us (benchmarks/data_scale.py, "checksums"), and raw 32 px batches cost ~2 us an image
-# in all. It is for damage (bit rot, truncation, edits), not for a forger: 'sslkit data verify'
-# checks sha256.
-CHECK_LANES = 16
-CHECK_BLOCK = 8 * CHECK_LANES
-CHECK_WEIGHTS = (np.arange(CHECK_LANES, dtype=np.uint64) * np.uint64(2) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+# (2j + 1) * 0x9E3779B97F4A7C15, an odd number, so a change to any one word always changes the sum,
+# and a swap of two words changes it. The payload is zero-padded to whole words.
+# Why not a CRC or xxhash: the sum is one numpy einsum over a whole raw batch, ~0.17 us a 32 px
+# image on this 2-core machine where a hash call per sample costs 0.3 (xxh3) to 1.2 us (zlib.crc32)
+# (benchmarks/data_scale.py, "checksums"), and a raw 32 px batch read costs ~2 us an image in all.
+# numpy, not torch: a torch reduction over the batch (0.14 us an image on one thread) uses all of
+# torch's threads and stalled at 60 us an image while other processes shared the 2 cores.
+# It is for damage (bit rot, truncation, edits), not for a forger: 'sslkit data verify' checks sha256.
+CHECK_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+CHECK_WORDS = 8192  # weights tabulated for 64 KB; longer payloads go in chunks of this many words
+CHECK_WEIGHTS = (np.arange(CHECK_WORDS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)) * CHECK_GOLDEN
+
+
+def batch_checksums(rows: np.ndarray) -> np.ndarray:
+    """The checksum of every row of ``rows`` (uint8 [B, step]) as int64 [B], as the index stores it."""
+    b, step = rows.shape
+    if step % 8 or not rows.flags.c_contiguous:  # zero-pad each row to whole words (odd sizes only)
+        padded = np.zeros((b, -(-step // 8) * 8), dtype=np.uint8)
+        padded[:, :step] = rows
+        rows = padded
+    words = rows.view("<u8")  # [B, n]
+    sums = np.zeros(b, dtype=np.uint64)
+    for start in range(0, words.shape[1], CHECK_WORDS):
+        chunk = words[:, start : start + CHECK_WORDS]
+        sums += np.einsum("bj,j->b", chunk, CHECK_WEIGHTS[: chunk.shape[1]])
+        if start:  # weight of word start + j = weight of word j + 2 * start * golden
+            step_up = np.array([2 * start], dtype=np.uint64) * CHECK_GOLDEN  # wraps silently, as arrays do
+            sums += chunk.sum(1, dtype=np.uint64) * step_up
+    return sums.view(np.int64)
 
 
 def checksum(payload: bytes | bytearray | memoryview | np.ndarray) -> int:
-    """The checksum of one payload (see above) as a signed int64, as the index stores it."""
-    data = np.frombuffer(payload, dtype=np.uint8) if not isinstance(payload, np.ndarray) else payload.reshape(-1)
-    whole = len(data) // CHECK_BLOCK * CHECK_BLOCK
-    lanes = np.ascontiguousarray(data[:whole]).view("<u8").reshape(-1, CHECK_LANES).sum(0, dtype=np.uint64)
-    if whole < len(data):
-        tail = np.zeros(CHECK_BLOCK, dtype=np.uint8)
-        tail[: len(data) - whole] = data[whole:]
-        lanes += tail.view("<u8")
-    return int((lanes * CHECK_WEIGHTS).sum(dtype=np.uint64).view(np.int64))
+    """The checksum of one payload (see above) as a signed int64."""
+    data = payload.reshape(-1) if isinstance(payload, np.ndarray) else np.frombuffer(payload, dtype=np.uint8)
+    return int(batch_checksums(data.reshape(1, -1))[0])
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
