@@ -1,6 +1,6 @@
 """Packed stores at scale: reader throughput, pack throughput, RSS flatness, GPU decode, in one run.
 
-    python benchmarks/data_scale.py [--sizes 10000,100000,1000000] [--workers 2] [--jpeg-images 600]
+    python benchmarks/data_scale.py [--sizes 10000,100000,1000000] [--workers 2] [--jpeg-images 600] [--threads 0]
                                     [--json benchmarks/results/data_scale.json]
 
 Every case runs in its own subprocess (its own peak RSS), one after another on the same cores:
@@ -370,7 +370,7 @@ CASES = {
 }
 
 
-def _run(case: str, work: Path, workers: int, n: int, threads: int = 1) -> dict:
+def _run(case: str, work: Path, workers: int, n: int, threads: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--work", str(work), "--workers", str(workers), "--n", str(n)]
     cmd += ["--threads", str(threads)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
@@ -385,7 +385,7 @@ def main() -> None:
     parser.add_argument("--read-images", type=int, default=50_000, help="images of the raw read case")
     parser.add_argument("--jpeg-images", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of each case")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "data_scale.json")
     parser.add_argument("--case", choices=sorted(CASES))
     parser.add_argument("--work", type=Path)
@@ -394,10 +394,11 @@ def main() -> None:
     if args.case:
         import torch
 
-        # One intra-op thread: on a shared machine a busy core stalls torch's OpenMP regions (the
-        # in-memory gather measured 20x slower with 2 threads under load), which would swamp every
-        # ratio. Reading is memory-bound either way; training's own threads are not measured here.
-        torch.set_num_threads(args.threads)
+        # --threads 0 keeps torch's default (the training loop's). On a shared machine whose cores
+        # are busy, torch's OpenMP regions stall (the in-memory gather measured 6x slower with 2
+        # threads under load than with 1): --threads 1 then gives steadier, if different, ratios.
+        if args.threads:
+            torch.set_num_threads(args.threads)
         print(json.dumps(CASES[args.case](args.work, args.workers, args.n)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -422,7 +423,8 @@ def main() -> None:
 
 def _report(r: dict) -> None:
     raw, jpg = r["raw_read"], r["jpeg_read"]
-    print(f"reader throughput ({r['workers']} DataLoader workers, {r['cpus']} CPUs)")
+    threads = r.get("torch_threads") or "default"
+    print(f"reader throughput ({r['workers']} DataLoader workers, {r['cpus']} CPUs, torch threads {threads})")
     print(
         f"  raw 32 px, {raw['images']:,} images, median of {len(raw['rounds'])} alternating rounds: store "
         f"({raw['batch_reader']}) {raw['store_img_s']:,.0f} img/s vs in-memory tensor {raw['memory_img_s']:,.0f} "

@@ -132,6 +132,7 @@ class Store:
         self._shards = [s["name"] for s in manifest["shards"]]
         self._bytes = [s["bytes"] for s in manifest["shards"]]
         self._fds: dict[int, int] = {}
+        self._fd_of = np.full(len(self._shards), -1, dtype=np.int32)  # _fds as an array: a batch's fds in one take
         self._layout: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None  # see _raw_layout
         self._starts: list[int] = []  # first sample of each shard, and the count at the end
         self._pid = os.getpid()
@@ -241,6 +242,7 @@ class Store:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_fds"] = {}  # descriptors belong to one process
+        state["_fd_of"] = np.full(len(self._shards), -1, dtype=np.int32)
         state["_layout"] = None
         state["index"] = None  # mapped again on arrival, not copied through the pickle
         return state
@@ -262,6 +264,7 @@ class Store:
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: the parent's descriptors share its file offsets
             self._fds, self._pid = {}, os.getpid()
+            self._fd_of = np.full(len(self._shards), -1, dtype=np.int32)
         fd = self._fds.get(shard)
         if fd is None:
             path = self.path / self._shards[shard]
@@ -273,6 +276,7 @@ class Store:
                 os.close(fd)
                 raise DataError(f"{self._bad(shard)} (size differs from the manifest: truncated or changed)")
             self._fds[shard] = fd
+            self._fd_of[shard] = fd
         return fd
 
     def _bad(self, shard: int) -> str:
@@ -353,10 +357,12 @@ class Store:
         # call cost (~2 us); benchmarks/data_scale.py measures both.
         shards, offsets, sums, header = self._raw_layout()
         batch_shards = shards[idx]
-        fd_of = np.full(len(self._shards), -1, dtype=np.int32)
-        for shard in np.unique(batch_shards).tolist():
-            fd_of[shard] = self._fd(shard)
-        got = self._reads.read(fd_of[batch_shards], offsets[idx] + header, rows)
+        fds = self._fd_of[batch_shards] if self._pid == os.getpid() else np.full(len(idx), -1, dtype=np.int32)
+        if (fds < 0).any():  # shards not opened yet in this process
+            for shard in np.unique(batch_shards[fds < 0]).tolist():
+                self._fd(shard)
+            fds = self._fd_of[batch_shards]
+        got = self._reads.read(fds, offsets[idx] + header, rows)
         if (got != rows.shape[1]).any():
             row = int(np.flatnonzero(got != rows.shape[1])[0])
             raise DataError(f"{self._bad(int(batch_shards[row]))} (sample {int(idx[row])} is cut short)")
