@@ -162,8 +162,7 @@ class ReadRing:
         self._words = words
         self._sq_tail, self._cq_head, self._cq_tail = sq.tail // 4, cq.head // 4, cq.tail // 4
         self._sq_mask, self._cq_mask = int(words[sq.ring_mask // 4]), int(words[cq.ring_mask // 4])
-        # The submission array maps ring slot i to SQE i, once and for all.
-        words[sq.array // 4 : sq.array // 4 + entries] = np.arange(entries, dtype="<u4")
+        self._sq_array = words[sq.array // 4 : sq.array // 4 + entries]  # ring slot -> SQE index
         self._sqes = np.frombuffer(self._sqe_map, dtype=_SQE)
         self._sqes[:] = np.zeros(entries, dtype=_SQE)
         self._sqes["opcode"] = _OP_READ
@@ -208,8 +207,11 @@ class ReadRing:
     def _read_chunk(self, fds: np.ndarray, offsets: np.ndarray, addresses: np.ndarray, length: int) -> np.ndarray:
         n, words, sqes = len(offsets), self._words, self._sqes
         tail = int(words[self._sq_tail])
-        slots = (tail + np.arange(n, dtype=np.int64)) & self._sq_mask  # the ring is empty: n free slots
-        sqes["fd"][slots], sqes["off"][slots], sqes["addr"][slots], sqes["len"][slots] = fds, offsets, addresses, length
+        # SQEs 0..n-1 always (filled as contiguous slices; the kernel has copied the previous
+        # batch's during its io_uring_enter), listed in the ring's next n slots, which are free: the
+        # ring is empty between batches.
+        sqes["fd"][:n], sqes["off"][:n], sqes["addr"][:n], sqes["len"][:n] = fds, offsets, addresses, length
+        self._sq_array[(tail + np.arange(n, dtype=np.int64)) & self._sq_mask] = np.arange(n, dtype="<u4")
         words[self._sq_tail] = (tail + n) & 0xFFFFFFFF  # publish; the kernel reads it in io_uring_enter
         if self._enter(n, n) != n:
             raise OSError(errno.EIO, f"io_uring took fewer than {n} reads")
@@ -219,7 +221,7 @@ class ReadRing:
         done = self._cqes[(head + np.arange(n, dtype=np.int64)) & self._cq_mask]
         words[self._cq_head] = (head + n) & 0xFFFFFFFF
         results = np.empty(n, dtype=np.int64)
-        results[(done["user_data"].astype(np.int64) - int(slots[0])) & self._sq_mask] = done["res"]  # any order
+        results[done["user_data"].astype(np.int64)] = done["res"]  # completions come in any order; user_data: the SQE
         return results
 
     def _enter(self, submit: int, wait: int) -> int:
