@@ -422,6 +422,8 @@ def test_read_batch_reads_into_a_given_buffer(small, tmp_path):
     assert torch.equal(got, torch.stack([store.read(i) for i in (3, 0, 7)]))
     with pytest.raises(ValueError, match="cannot hold"):
         store.read_batch(list(range(9)), out=buffer)
+    store.use_batch_reads("pread")  # closes the ring it read with (its maps, then its descriptor)
+    assert store.batch_reader == "preadv" and torch.equal(store.read_batch([3, 0, 7]), got)
 
 
 def test_pad_images_is_the_padding_of_each_image():

@@ -121,8 +121,15 @@ _CQE = np.dtype(IoUringCqe)
 
 
 def _syscall() -> Any:
+    """libc's syscall(); io_uring_enter's 7 arguments are passed as longs (what syscall() reads)."""
     call = ctypes.CDLL(None, use_errno=True).syscall
     call.restype = ctypes.c_long
+    return call
+
+
+def _enter_call() -> Any:
+    call = _syscall()
+    call.argtypes = [ctypes.c_long] * 7
     return call
 
 
@@ -144,7 +151,22 @@ def open_ring(entries: int = 256) -> tuple[ReadRing | None, str]:
     if not params.features & _FEAT_SINGLE_MMAP:  # before Linux 5.4: not worth a second layout
         os.close(fd)
         return None, "the kernel is older than Linux 5.4 (no single-mmap rings)"
-    return ReadRing(fd, params, syscall), ""
+    return ReadRing(fd, params, _enter_call()), ""
+
+
+def _put(ring: np.ndarray, start: int, values: np.ndarray) -> None:
+    """``ring[(start + k) % len(ring)] = values[k]``: one slice, or two where the ring wraps."""
+    first = min(len(values), len(ring) - start)
+    ring[start : start + first] = values[:first]
+    ring[: len(values) - first] = values[first:]
+
+
+def _take(ring: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``ring[(start + k) % len(ring)]`` for k < n, as int64: one slice, or two where the ring wraps."""
+    first = min(n, len(ring) - start)
+    if first == n:
+        return ring[start : start + n].astype(np.int64)
+    return np.concatenate((ring[start:], ring[: n - first])).astype(np.int64)
 
 
 class ReadRing:
@@ -169,13 +191,19 @@ class ReadRing:
         self._sqes["user_data"] = np.arange(entries)
         cq_bytes = np.frombuffer(self._rings, dtype=np.uint8)[cq.cqes : cq.cqes + _CQE.itemsize * cq_entries]
         self._cqes = cq_bytes.view(_CQE)
+        # Field views made once (a batch writes and reads them as slices), and SQE numbers 0..entries-1.
+        self._sqe_fields = tuple(self._sqes[name] for name in ("fd", "off", "addr", "len"))
+        self._cqe_sqe, self._cqe_res = self._cqes["user_data"], self._cqes["res"]
+        self._numbers = np.arange(entries, dtype="<u4")
         self.entries = entries
         self._pending: object = None  # the memory reads are landing in, alive until they have
         self.broken = False
 
     def close(self) -> None:
         if self.pid == os.getpid() and self.fd >= 0:
-            self._sqes = self._cqes = self._words = None  # type: ignore[assignment]
+            # numpy views of the maps first: a map with views alive cannot close (BufferError)
+            self._sqes = self._cqes = self._words = self._sq_array = None  # type: ignore[assignment]
+            self._sqe_fields = self._cqe_sqe = self._cqe_res = None  # type: ignore[assignment]
             self._rings.close()
             self._sqe_map.close()
             os.close(self.fd)
@@ -205,31 +233,31 @@ class ReadRing:
         return results
 
     def _read_chunk(self, fds: np.ndarray, offsets: np.ndarray, addresses: np.ndarray, length: int) -> np.ndarray:
-        n, words, sqes = len(offsets), self._words, self._sqes
+        n, words = len(offsets), self._words
         tail = int(words[self._sq_tail])
-        # SQEs 0..n-1 always (filled as contiguous slices; the kernel has copied the previous
-        # batch's during its io_uring_enter), listed in the ring's next n slots, which are free: the
-        # ring is empty between batches.
-        sqes["fd"][:n], sqes["off"][:n], sqes["addr"][:n], sqes["len"][:n] = fds, offsets, addresses, length
-        self._sq_array[(tail + np.arange(n, dtype=np.int64)) & self._sq_mask] = np.arange(n, dtype="<u4")
+        # SQEs 0..n-1 always, filled as slices (the kernel copied the previous batch's in its
+        # io_uring_enter), listed in the ring's next n slots: free, as the ring is empty between batches.
+        fd, off, addr, size = self._sqe_fields
+        fd[:n], off[:n], addr[:n], size[:n] = fds, offsets, addresses, length
+        _put(self._sq_array, tail & self._sq_mask, self._numbers[:n])
         words[self._sq_tail] = (tail + n) & 0xFFFFFFFF  # publish; the kernel reads it in io_uring_enter
         if self._enter(n, n) != n:
             raise OSError(errno.EIO, f"io_uring took fewer than {n} reads")
         head = int(words[self._cq_head])
         while (int(words[self._cq_tail]) - head) & 0xFFFFFFFF < n:  # the wait was cut short by a signal
             self._enter(0, n - ((int(words[self._cq_tail]) - head) & 0xFFFFFFFF))
-        done = self._cqes[(head + np.arange(n, dtype=np.int64)) & self._cq_mask]
+        first = head & self._cq_mask  # completions [head, head + n), in ring order
+        sqe, res = _take(self._cqe_sqe, first, n), _take(self._cqe_res, first, n)
         words[self._cq_head] = (head + n) & 0xFFFFFFFF
         results = np.empty(n, dtype=np.int64)
-        results[done["user_data"].astype(np.int64)] = done["res"]  # completions come in any order; user_data: the SQE
+        results[sqe] = res  # completions come in any order; user_data is the SQE number
         return results
 
     def _enter(self, submit: int, wait: int) -> int:
         """io_uring_enter: submit ``submit`` reads, wait for ``wait`` completions; EINTR retried
         while nothing was submitted (a submission the kernel took returns its count)."""
         while True:
-            args = (_ENTER, self.fd, submit, wait, _ENTER_GETEVENTS, 0, 0)  # syscall() reads longs
-            got = int(self._syscall(*(ctypes.c_long(a) for a in args)))
+            got = int(self._syscall(_ENTER, self.fd, submit, wait, _ENTER_GETEVENTS, 0, 0))
             if got >= 0:
                 return got
             err = ctypes.get_errno()
