@@ -142,7 +142,7 @@ def _rate(source, epochs: int = 1, workers: int | None = None) -> float:
 
 
 # -- cases (each in its own process) -------------------------------------------------------------
-def case_raw_read(work: Path, workers: int, n: int, rounds: int = 5) -> dict:
+def case_raw_read(work: Path, workers: int, n: int, rounds: int = 9) -> dict:
     """The in-memory path and the store (io_uring batches, then one preadv an image) measured
     in alternating rounds, both through iterate_batches: a noisy neighbour slows every method
     of a round alike, so the median of the per-round ratios is what is reported."""
