@@ -1,20 +1,24 @@
 """Packed stores at scale: reader throughput, pack throughput, RSS flatness, GPU decode, in one run.
 
-    python benchmarks/data_scale.py [--sizes 10000,100000,1000000] [--workers 2] [--jpeg-images 600]
+    python benchmarks/data_scale.py [--sizes 10000,100000,1000000] [--workers 2] [--jpeg-images 600] [--threads 0]
                                     [--json benchmarks/results/data_scale.json]
 
 Every case runs in its own subprocess (its own peak RSS), one after another on the same cores:
 
+  checksums  per-sample checksum options on raw 32 px batches of 256, per image: zlib.crc32, CRC32C
+             (google-crc32c) and xxh3 (xxhash) where installed, one call a sample; the store's own
+             weighted word sum one sample at a time (numpy) and over the whole batch (torch)
   raw_read   CIFAR-sized (32 px) raw store vs the same images in one in-memory uint8 tensor, both
              through the training loop's own path (iterate_batches), in alternating rounds; the store
-             read with one io_uring call a batch and with one preadv an image; then through
-             DataLoader workers, and the per-core rate of Store.read one image at a time
+             read with one io_uring call a batch (checksums checked, and not), and with one preadv an
+             image; then through DataLoader workers, and the per-core rate of Store.read one at a time
   jpeg_read  --jpeg-images 500x375 JPEGs packed at 256 px (pack rate per worker), then a store
              DataLoader (Store.read + centre crop 224) vs torchvision ImageFolder with
              Resize(256) + CenterCrop(224), same workers and batch; per-core decode rate
-  rss        for each of --sizes synthetic raw 32 px stores (written directly, no decoding): peak
-             RSS of a DataLoader run of a fixed number of random batches, beside the peak RSS of
-             loading the same store into one in-memory tensor (which grows with N)
+  rss        for each of --sizes synthetic raw 32 px stores (written directly, no decoding): the time
+             Store.open takes (it hashes the index against the manifest), peak RSS of the training
+             loop's reader over a fixed number of random batches, beside the peak RSS of loading the
+             same store into one in-memory tensor (which grows with N)
   gpu        Store.decode_gpu (batched nvJPEG) vs CPU decode of the same payloads; skipped and
              recorded without CUDA
 
@@ -56,6 +60,7 @@ def write_synthetic_store(out: Path, n: int, side: int = 32, shard_images: int =
     out.mkdir(parents=True)
     pool = np.random.default_rng(0).integers(0, 256, (1000, side, side, 3), dtype=np.uint8)
     payloads = [fmt.npy_bytes(a) for a in pool]
+    sums = [fmt.checksum(a) for a in pool]
     size = len(payloads[0])
     padded = -(-size // 512) * 512
     template = tarfile.TarInfo(fmt.sample_key(0) + ".npy")
@@ -63,7 +68,7 @@ def write_synthetic_store(out: Path, n: int, side: int = 32, shard_images: int =
     header = bytearray(template.tobuf(tarfile.USTAR_FORMAT))
     header[148:156] = b" " * 8
     base = sum(header) - sum(header[:9])  # checksum of everything but the 9 key digits
-    rows, shards = np.zeros((n, 6), dtype=np.int64), []
+    rows, shards = np.zeros((n, fmt.COLUMNS[fmt.FORMAT]), dtype=np.int64), []
     for s, start in enumerate(range(0, n, shard_images)):
         name, digest, pos = fmt.shard_name(s), hashlib.sha256(), 0
         with open(out / name, "wb") as f:
@@ -72,7 +77,7 @@ def write_synthetic_store(out: Path, n: int, side: int = 32, shard_images: int =
                 header[:9] = key
                 header[148:156] = b"%06o\0 " % (base + sum(key))
                 block = bytes(header) + payloads[i % 1000] + b"\0" * (padded - size)
-                rows[i] = (s, pos + 512, size, -1, side, side)
+                rows[i] = (s, pos + 512, size, -1, side, side, sums[i % 1000])
                 f.write(block)
                 digest.update(block)
                 pos += len(block)
@@ -137,7 +142,7 @@ def _rate(source, epochs: int = 1, workers: int | None = None) -> float:
 
 
 # -- cases (each in its own process) -------------------------------------------------------------
-def case_raw_read(work: Path, workers: int, n: int, rounds: int = 5) -> dict:
+def case_raw_read(work: Path, workers: int, n: int, rounds: int = 9) -> dict:
     """The in-memory path and the store (io_uring batches, then one preadv an image) measured
     in alternating rounds, both through iterate_batches: a noisy neighbour slows every method
     of a round alike, so the median of the per-round ratios is what is reported."""
@@ -147,10 +152,12 @@ def case_raw_read(work: Path, workers: int, n: int, rounds: int = 5) -> dict:
     if not path.exists():
         write_synthetic_store(path, n)
     memory = Store.open(path).to_imagedata()
-    uring, pread = Store.open(path), Store.open(path, batch_reads="pread")
-    for source in (memory, uring, pread):  # warm-up: pages cached, the ring opened
+    uring, pread, unchecked = Store.open(path), Store.open(path, batch_reads="pread"), Store.open(path)
+    unchecked.checked = False  # what the checksums cost: the same reads, not compared
+    for source in (memory, uring, pread, unchecked):  # warm-up: pages cached, the ring opened
         _rate(source)
-    per_round = [{"memory": _rate(memory), "store": _rate(uring), "store_pread": _rate(pread)} for _ in range(rounds)]
+    methods = {"memory": memory, "store": uring, "store_pread": pread, "store_unchecked": unchecked}
+    per_round = [{name: _rate(source) for name, source in methods.items()} for _ in range(rounds)]
     median = lambda key: float(np.median([r[key] for r in per_round]))  # noqa: E731
     ratio = lambda key: float(np.median([r[key] / r["memory"] for r in per_round]))  # noqa: E731
     workers_rate = _rate(uring, workers=workers)  # one epoch through DataLoader workers, start-up included
@@ -165,11 +172,59 @@ def case_raw_read(work: Path, workers: int, n: int, rounds: int = 5) -> dict:
         "memory_img_s": median("memory"),
         "store_img_s": median("store"),
         "store_pread_img_s": median("store_pread"),
+        "store_unchecked_img_s": median("store_unchecked"),
         "ratio": ratio("store"),
         "ratio_pread": ratio("store_pread"),
+        "ratio_unchecked": ratio("store_unchecked"),
         "store_with_workers_img_s": workers_rate,
         "store_read_one_per_core_img_s": per_core,
     }
+
+
+def _torch_lanes(rows: np.ndarray) -> object:
+    """The option not taken: a weighted sum with 16 repeating weights as one torch reduction."""
+    import torch
+
+    words = torch.from_numpy(rows).view(torch.int64).view(len(rows), -1, 16)
+    return words.sum(1) @ torch.arange(1, 33, 2, dtype=torch.int64)
+
+
+def case_checksums(work: Path, workers: int, n: int, batch: int = BATCH, repeats: int = 200) -> dict:
+    """Per-image cost of each checksum option on raw 32 px batches (3,072 bytes a sample)."""
+    import zlib
+
+    from sslkit.data.store import format as fmt
+
+    rows = np.random.default_rng(0).integers(0, 256, (batch, 32 * 32 * 3), dtype=np.uint8)
+    # A per-sample option walks the batch's rows (numpy rows give the hash their buffer): that walk
+    # is part of what it would cost the store, so it is timed too.
+    options = {
+        "zlib.crc32 a sample": lambda: [zlib.crc32(r) for r in rows],
+        "weighted sum a sample (numpy)": lambda: [fmt.checksum(r) for r in rows],
+        "weighted sum over the batch (numpy einsum, the store's)": lambda: fmt.batch_checksums(rows),
+        "16-lane weighted sum over the batch (torch, its threads)": lambda: _torch_lanes(rows),
+    }
+    try:
+        import google_crc32c
+
+        # it takes read-only bytes only: a copy a sample
+        options["CRC32C a sample (google-crc32c)"] = lambda: [google_crc32c.value(r.tobytes()) for r in rows]
+    except ImportError:
+        pass
+    try:
+        import xxhash
+
+        options["xxh3_64 a sample (xxhash)"] = lambda: [xxhash.xxh3_64_intdigest(r) for r in rows]
+    except ImportError:
+        pass
+    result = {}
+    for name, run in options.items():
+        run()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        result[name] = (time.perf_counter() - t0) / (repeats * batch) * 1e6
+    return {"us_per_image": result, "sample_bytes": rows.shape[1], "batch": batch}
 
 
 def _jpeg_source(folder: Path, n: int) -> None:
@@ -249,10 +304,19 @@ def case_rss_loader(work: Path, workers: int, n: int, batches: int = 100) -> dic
     path = work / f"raw-{n}"
     if not path.exists():
         write_synthetic_store(path, n)
-    store = Store.open(path)
+    t0 = time.perf_counter()
+    store = Store.open(path)  # hashes the index against the manifest
+    open_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     seen = sum(len(b.images) for b in _trainer_batches(store, 1, batches))  # the training default
-    return {"images": n, "read": seen, "img_s": seen / (time.perf_counter() - t0), **_peak_mb()}
+    return {
+        "images": n,
+        "read": seen,
+        "img_s": seen / (time.perf_counter() - t0),
+        "open_s": open_s,
+        "index_mb": (path / "index.npy").stat().st_size / 1e6,
+        **_peak_mb(),
+    }
 
 
 def case_write_store(work: Path, workers: int, n: int) -> dict:
@@ -296,6 +360,7 @@ def case_gpu(work: Path, workers: int, n: int) -> dict:
 
 
 CASES = {
+    "checksums": case_checksums,
     "raw_read": case_raw_read,
     "jpeg_read": case_jpeg_read,
     "write_store": case_write_store,
@@ -305,8 +370,9 @@ CASES = {
 }
 
 
-def _run(case: str, work: Path, workers: int, n: int) -> dict:
+def _run(case: str, work: Path, workers: int, n: int, threads: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--case", case, "--work", str(work), "--workers", str(workers), "--n", str(n)]
+    cmd += ["--threads", str(threads)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:
         raise SystemExit(f"{case} failed:\n{result.stderr[-3000:]}")
@@ -319,26 +385,36 @@ def main() -> None:
     parser.add_argument("--read-images", type=int, default=50_000, help="images of the raw read case")
     parser.add_argument("--jpeg-images", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "data_scale.json")
     parser.add_argument("--case", choices=sorted(CASES))
     parser.add_argument("--work", type=Path)
     parser.add_argument("--n", type=int)
     args = parser.parse_args()
     if args.case:
+        import torch
+
+        # --threads 0 keeps torch's default (the training loop's). On a shared machine whose cores
+        # are busy, torch's OpenMP regions stall (the in-memory gather measured 6x slower with 2
+        # threads under load than with 1): --threads 1 then gives steadier, if different, ratios.
+        if args.threads:
+            torch.set_num_threads(args.threads)
         print(json.dumps(CASES[args.case](args.work, args.workers, args.n)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="sslkit-data-scale-") as tmp:
         work = Path(tmp)
-        results = {"workers": args.workers, "cpus": os.cpu_count()}
-        results["raw_read"] = _run("raw_read", work, args.workers, args.read_images)
-        results["jpeg_read"] = _run("jpeg_read", work, args.workers, args.jpeg_images)
+        results = {"workers": args.workers, "cpus": os.cpu_count(), "torch_threads": args.threads}
+        results["checksums"] = _run("checksums", work, args.workers, 0, args.threads)
+        results["raw_read"] = _run("raw_read", work, args.workers, args.read_images, args.threads)
+        results["jpeg_read"] = _run("jpeg_read", work, args.workers, args.jpeg_images, args.threads)
         results["rss"] = []
         for n in sizes:  # the store is written in a process of its own: peaks below are reading only
-            _run("write_store", work, args.workers, n)
-            loader, memory = _run("rss_loader", work, args.workers, n), _run("rss_memory", work, args.workers, n)
+            _run("write_store", work, args.workers, n, args.threads)
+            loader = _run("rss_loader", work, args.workers, n, args.threads)
+            memory = _run("rss_memory", work, args.workers, n, args.threads)
             results["rss"].append({"loader": loader, "memory": memory})
-        results["gpu"] = _run("gpu", work, args.workers, args.jpeg_images)
+        results["gpu"] = _run("gpu", work, args.workers, args.jpeg_images, args.threads)
     _report(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
@@ -347,12 +423,14 @@ def main() -> None:
 
 def _report(r: dict) -> None:
     raw, jpg = r["raw_read"], r["jpeg_read"]
-    print(f"reader throughput ({r['workers']} DataLoader workers, {r['cpus']} CPUs)")
+    threads = r.get("torch_threads") or "default"
+    print(f"reader throughput ({r['workers']} DataLoader workers, {r['cpus']} CPUs, torch threads {threads})")
     print(
         f"  raw 32 px, {raw['images']:,} images, median of {len(raw['rounds'])} alternating rounds: store "
         f"({raw['batch_reader']}) {raw['store_img_s']:,.0f} img/s vs in-memory tensor {raw['memory_img_s']:,.0f} "
         f"img/s  -> {raw['ratio']:.2f}x (target >= 0.8x)"
     )
+    print(f"    checksums not compared: {raw['store_unchecked_img_s']:,.0f} img/s -> {raw['ratio_unchecked']:.2f}x")
     print(f"    one preadv an image instead: {raw['store_pread_img_s']:,.0f} img/s -> {raw['ratio_pread']:.2f}x")
     print(f"    with {r['workers']} DataLoader workers instead: {raw['store_with_workers_img_s']:,.0f} img/s")
     print(f"    Store.read one image at a time, one core: {raw['store_read_one_per_core_img_s']:,.0f} img/s")
@@ -365,12 +443,15 @@ def _report(r: dict) -> None:
         f"({jpg['pack_img_s_per_worker']:,.0f} per worker); {jpg['source_mb']:.0f} MB -> {jpg['store_mb']:.0f} "
         "MB"
     )
-    print("RSS (MB): DataLoader over the store (main / worker peak) vs one in-memory tensor")
-    print(f"  {'images':>10} {'store main':>11} {'store worker':>13} {'in-memory':>10}")
+    print(f"checksum options, raw 32 px ({r['checksums']['sample_bytes']:,} bytes a sample), us an image:")
+    for name, us in r["checksums"]["us_per_image"].items():
+        print(f"  {name:<50} {us:6.3f}")
+    print("Store.open (index hashed) and peak RSS (MB) of the loop's reader over the store vs one in-memory tensor")
+    print(f"  {'images':>10} {'open s':>7} {'index MB':>9} {'store':>7} {'in-memory':>10}")
     for row in r["rss"]:
         lo, mem = row["loader"], row["memory"]
         print(
-            f"  {lo['images']:>10,} {lo['peak_rss_mb']:>11.0f} {lo['peak_worker_rss_mb']:>13.0f} "
+            f"  {lo['images']:>10,} {lo['open_s']:>7.3f} {lo['index_mb']:>9.1f} {lo['peak_rss_mb']:>7.0f} "
             f"{mem['peak_rss_mb']:>10.0f}"
         )
     gpu = r["gpu"]

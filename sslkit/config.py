@@ -104,6 +104,11 @@ class DataConfig(_Section):
         "cpu",
         description="streaming JPEG stores: decode in CPU workers, or batched on the GPU (nvJPEG; needs a CUDA device)",
     )
+    batch_reads: Literal["auto", "uring", "pread"] = Field(
+        "auto",
+        description="raw stores: read a batch in one Linux io_uring call (uring; auto: where available) or one "
+        "pread an image (pread)",
+    )
     mean: tuple[Unit, ...] | None = Field(
         None, min_length=1, max_length=16, description="per-channel mean in [0,1] (default: the dataset's)"
     )

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 from sslkit.data.folders import load_folder
 from sslkit.data.opener import load_dataset
 from sslkit.data.store import Store, cached_store, pack, verify
-from sslkit.errors import DataError
+from sslkit.errors import ConfigError, DataError
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -359,3 +360,173 @@ def test_resume_with_a_lost_shard_is_a_one_line_error(tmp_path):
     with pytest.raises(DataError) as err:
         pack(folder, tmp_path / "store", shard_size=32 << 10, workers=0)
     assert "shard-000000.tar is missing or changed" in _one_line(err)
+
+
+# -- integrity, batch reads, worker life cycle -----------------------------------------------------
+def test_batch_checksums_equal_the_single_checksum_and_catch_changes():
+    from sslkit.data.store import format as fmt
+
+    rng = np.random.default_rng(0)
+    for step in (3072, 300, 192, 128, 7):  # whole 128-byte blocks, and zero-padded tails
+        rows = rng.integers(0, 256, (9, step), dtype=np.uint8)
+        assert fmt.batch_checksums(rows).tolist() == [fmt.checksum(r.tobytes()) for r in rows]
+    row = rng.integers(0, 256, 3072, dtype=np.uint8)
+    base = fmt.checksum(row)
+    for change in ({100: 1}, {0: 255}, {3071: 7}):  # one byte anywhere
+        damaged = row.copy()
+        for k, v in change.items():
+            damaged[k] ^= v
+        assert fmt.checksum(damaged) != base
+    words = row.view("<u8").copy()
+    words[[3, 4]] = words[[4, 3]]  # two neighbouring 8-byte words swapped
+    assert fmt.checksum(words.view(np.uint8)) != base
+
+
+def _as_format_1(path):
+    """Rewrite a store as the previous format wrote it: no checksum column, format 1 manifest."""
+    from sslkit.data.store import format as fmt
+
+    index = np.load(path / "index.npy")[:, :6]
+    with open(path / "index.npy", "wb") as f:
+        np.save(f, index)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format"] = "sslkit.store/1"
+    manifest["meta"]["index.npy"] = fmt.sha256_file(path / "index.npy")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_format_1_store_reads_with_one_warning_and_a_checked_index(small, tmp_path, caplog):
+    pack(small, tmp_path / "store", workers=0)
+    expected = Store.open(tmp_path / "store").to_imagedata().images
+    _as_format_1(tmp_path / "store")
+    with caplog.at_level("WARNING"):
+        old = Store.open(tmp_path / "store")
+        assert torch.equal(old.to_imagedata().images, expected) and torch.equal(old.read(3), expected[3])
+        assert torch.equal(old.read_batch([5, 1]), expected[[5, 1]])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no checksums" in warnings[0] and "sslkit data pack" in warnings[0]
+    index = np.load(tmp_path / "store" / "index.npy")
+    index[0, 3] = 1 - index[0, 3]
+    with open(tmp_path / "store" / "index.npy", "wb") as f:
+        np.save(f, index)
+    with pytest.raises(DataError) as err:
+        Store.open(tmp_path / "store")
+    assert "index.npy fails its sha256 check" in _one_line(err)
+
+
+def test_read_batch_reads_into_a_given_buffer(small, tmp_path):
+    pack(small, tmp_path / "store", workers=0)
+    store = Store.open(tmp_path / "store")
+    buffer = torch.zeros((8, 12, 16, 3), dtype=torch.uint8)
+    got = store.read_batch([3, 0, 7], out=buffer)
+    assert got.data_ptr() == buffer.data_ptr() and got.shape == (3, 3, 12, 16)
+    assert torch.equal(got, torch.stack([store.read(i) for i in (3, 0, 7)]))
+    with pytest.raises(ValueError, match="cannot hold"):
+        store.read_batch(list(range(9)), out=buffer)
+    store.use_batch_reads("pread")  # closes the ring it read with (its maps, then its descriptor)
+    assert store.batch_reader == "preadv" and torch.equal(store.read_batch([3, 0, 7]), got)
+
+
+def test_pad_images_is_the_padding_of_each_image():
+    from sslkit.data.batches import pad_images
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in ((5, 7), (9, 2), (4, 4))]
+    padded, sizes = pad_images(images)
+    assert padded.shape == (3, 3, 9, 7) and sizes.tolist() == [[5, 7], [9, 2], [4, 4]]
+    for im, out in zip(images, padded, strict=True):
+        assert torch.equal(out[:, : im.shape[1], : im.shape[2]], im)
+        assert int(out.sum()) == int(im.sum())  # zeros everywhere else
+    same, _ = pad_images(images[:1] * 2)
+    assert torch.equal(same, torch.stack(images[:1] * 2))
+
+
+def test_decode_gpu_raw_payloads_on_the_cpu_equal_read(small, tmp_path):
+    pack(small, tmp_path / "store", workers=0)
+    store = Store.open(tmp_path / "store")
+    decoded = Store.decode_gpu([store.read_bytes(i) for i in (2, 9)], "cpu")
+    assert all(torch.equal(d, store.read(i)) for d, i in zip(decoded, (2, 9), strict=True))
+
+
+def test_a_finished_pack_leaves_no_lock_file(small, tmp_path):
+    pack(small, tmp_path / "store", workers=0)
+    names = {p.name for p in (tmp_path / "store").iterdir()}
+    assert not {".lock", ".pack.lock"} & names, names
+
+
+def _children(pid):
+    """PIDs whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in __import__("glob").glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.split("/")[2]))
+    return found
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_killed_pack_leaves_no_worker_behind(small, tmp_path):
+    """SIGKILL on a pack whose worker is blocked (on a FIFO that nobody writes): every process it
+    started (the workers, and a resource tracker where one runs) goes with it; they used to stay."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    os.mkfifo(small / "cat" / "zz-blocks.png")  # opening it blocks the worker that reads it
+    code = (
+        f"from sslkit.data.store import pack; pack({str(small)!r}, {str(tmp_path / 's')!r}, encoding='raw', workers=2)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(children) < 2 and time.monotonic() < deadline:  # the 2 workers (and the resource tracker)
+            time.sleep(0.2)
+            children = _children(proc.pid)
+        assert len(children) >= 2 and proc.poll() is None, children
+        time.sleep(2)  # the workers have run their initializer and one is blocked in open()
+        children = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [c for c in children if _alive(c)], children
+    finally:
+        for c in children:  # only the processes this test started
+            if _alive(c):
+                os.kill(c, signal.SIGKILL)
+
+
+def test_io_uring_structures_have_the_kernel_layout_and_untested_arches_use_preadv(monkeypatch):
+    from sslkit.data.store import uring
+
+    sqe = uring._SQE
+    assert sqe.itemsize == 64 and [sqe.fields[k][1] for k in ("fd", "off", "addr", "len", "user_data")] == [
+        4,
+        8,
+        16,
+        24,
+        32,
+    ]
+    assert uring.IoUringParams.sq_off.offset == 40 and uring.IoUringParams.cq_off.offset == 80
+    assert uring.IoSqringOffsets.array.offset == 24 and uring.IoCqringOffsets.cqes.offset == 20
+    monkeypatch.setattr(uring.platform, "machine", lambda: "aarch64")
+    ring, why = uring.open_ring()
+    assert ring is None and "x86-64" in why
+    assert uring.BatchReads("auto").kind == "preadv"
+    with pytest.raises(ConfigError) as err:
+        uring.BatchReads("uring")
+    assert "data.batch_reads=uring" in _one_line(err)

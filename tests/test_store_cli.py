@@ -75,3 +75,38 @@ def test_bad_input_is_one_line_exit_2(folder, tmp_path):
     )
     _one_error_line(sslkit("data", "info", tmp_path / "nowhere"), "does not exist")
     _one_error_line(sslkit("data", "verify", folder), "not a packed store")
+
+
+@pytest.mark.parametrize("size", ["nan", "inf", "0", "-3"])
+def test_shard_size_that_is_not_a_positive_number_is_one_line(folder, tmp_path, size):
+    _one_error_line(
+        sslkit("data", "pack", folder, "-o", tmp_path / "s", "--shard-size", size),
+        f"--shard-size {float(size)}: give a positive number of MB",
+    )
+    assert not (tmp_path / "s").exists()  # refused before any work
+
+
+def test_info_gives_each_side_its_range_and_counts_skipped_files_apart(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "mixed").mkdir()
+    for i, (w, h) in enumerate([(40, 30), (783, 586), (50, 20)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "mixed" / f"{i}.png")
+    (tmp_path / "mixed" / "broken.jpg").write_text("not a jpeg")
+    packed = sslkit("data", "pack", tmp_path / "mixed", "-o", tmp_path / "store", "--workers", "0")
+    assert packed.returncode == 0, packed.stderr
+    info = sslkit("data", "info", tmp_path / "store")
+    assert info.returncode == 0, info.stderr
+    assert "sizes: width 40-783 px, height 20-586 px" in info.stdout, info.stdout
+    assert "(3 images, jpeg mixed sizes)" in info.stdout
+    assert "(4 files: 3 images packed, 1 unreadable and skipped)" in info.stdout, info.stdout
+
+
+def test_train_on_an_unfinished_pack_says_how_to_finish_it(folder, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / ".pack-state.json").write_text("{}")  # what a killed pack leaves (with its first shards)
+    result = sslkit("train", "rotation", "--data", store, "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "unfinished pack" in error[0] and "sslkit data pack" in error[0], result.stderr
+    assert "no images found" not in result.stderr

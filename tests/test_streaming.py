@@ -338,15 +338,62 @@ def test_batch_reads_fall_back_to_preadv_without_io_uring_and_after_a_broken_rin
     expected = Store.open(tmp_path / "store", batch_reads="pread").read_batch(idx)
     store = Store.open(tmp_path / "store")
     assert torch.equal(store.read_batch(idx), expected)
-    ring = store._uring
+    ring = store._reads._ring
     if ring is not None:  # this kernel has io_uring: break the ring, a new one replaces it
         ring.broken = True
         assert torch.equal(store.read_batch(idx), expected)
-        assert store._uring is not ring and store._uring is not None
+        assert store._reads._ring is not ring and store._reads._ring is not None
     source = StoreSource(store)
     batches = [torch.arange(i, i + 10) for i in range(0, 40, 10)]
     got = torch.cat([b.images for b in iterate_batches(source, batches, torch.device("cpu"), workers=2)])
     assert torch.equal(got, store.read_batch(np.arange(40)))
-    monkeypatch.setattr(uring.ReadRing, "open", classmethod(lambda cls, entries=256: None))
+    monkeypatch.setattr(uring, "open_ring", lambda entries=256: (None, "io_uring_setup failed (forbidden)"))
     plain = Store.open(tmp_path / "store")
-    assert torch.equal(plain.read_batch(idx), expected) and plain.batch_reads == "pread"
+    assert torch.equal(plain.read_batch(idx), expected) and plain.batch_reader == "preadv"
+    assert plain.batch_reads == "auto"  # what was asked; batch_reader says what it got
+
+
+def test_data_batch_reads_reaches_the_store_and_uring_without_io_uring_is_one_line(plugins, tmp_path, monkeypatch):
+    """data.batch_reads: pread forces one preadv an image; uring where io_uring is not offered
+    (seccomp, old kernel, not Linux) is a one-line ConfigError; a resumed run may change it."""
+    from sslkit.data.store import pack, uring
+    from sslkit.engine.rundir import resumed_config
+
+    pack(_folder(tmp_path / "imgs", n=16, size=(8, 8)), tmp_path / "store", encoding="raw")
+    config = _config(plugins, str(tmp_path / "store"), extra=["data.in_memory=false", "data.batch_reads=pread"])
+    source = open_training_data(config.data, plugins)
+    assert source.store.batch_reads == "pread" and source.store.batch_reader == "preadv"
+    monkeypatch.setattr(uring, "open_ring", lambda entries=256: (None, "io_uring_setup failed (forbidden)"))
+    config = _config(plugins, str(tmp_path / "store"), extra=["data.in_memory=false", "data.batch_reads=uring"])
+    with pytest.raises(ConfigError) as err:
+        open_training_data(config.data, plugins)
+    line = str(err.value)
+    assert "\n" not in line and "data.batch_reads=uring" in line and "forbidden" in line and "auto or pread" in line
+    auto = _config(plugins, str(tmp_path / "store"), extra=["data.in_memory=false"])
+    assert open_training_data(auto.data, plugins).store.batch_reader == "preadv"  # auto falls back
+    resumed, _ = resumed_config(auto.model_dump(mode="json"), config)
+    assert resumed.data.batch_reads == "uring"
+
+
+def test_raw_in_process_batches_on_the_cpu_are_not_pinned_and_do_not_share_memory(tmp_path):
+    from sslkit.data.store import Store, pack
+
+    pack(_folder(tmp_path / "imgs", n=24, size=(8, 8)), tmp_path / "store", encoding="raw")
+    source = StoreSource(Store.open(tmp_path / "store"))
+    batches = [torch.arange(i, i + 8) for i in range(0, 24, 8)]
+    got = [b.images for b in iterate_batches(source, batches, torch.device("cpu"), workers=0)]
+    assert not any(x.is_pinned() for x in got)
+    assert len({x.data_ptr() for x in got}) == 3  # each batch its own memory: a kept batch stays as read
+    assert torch.equal(torch.cat(got), source.store.read_batch(np.arange(24)))
+
+
+@pytest.mark.cuda  # skipped without a GPU (conftest); benchmarks/gpu_check.py runs it
+def test_raw_in_process_batches_for_cuda_go_through_two_pinned_buffers(tmp_path):
+    from sslkit.data.store import Store, pack
+
+    pack(_folder(tmp_path / "imgs", n=40, size=(8, 8)), tmp_path / "store", encoding="raw")
+    source = StoreSource(Store.open(tmp_path / "store"))
+    batches = [torch.randperm(40, generator=torch.Generator().manual_seed(k))[:16] for k in range(6)]
+    got = [b.images.cpu() for b in iterate_batches(source, batches, torch.device("cuda"), workers=0)]
+    for x, idx in zip(got, batches, strict=True):  # buffers reused in turn never mix batches up
+        assert torch.equal(x, source.store.read_batch(idx.numpy()))

@@ -18,10 +18,17 @@ def _console():
     return Console(stderr=True, soft_wrap=True)
 
 
+def _sizes_line(sizes: dict) -> str:
+    """ "all 32x32 (W x H)", or each side's range: "width 30-783 px, height 40-586 px" (the smallest
+    width and the smallest height may come from different images)."""
+    (h_lo, w_lo), (h_hi, w_hi) = sizes["min"], sizes["max"]
+    if sizes["uniform"]:
+        return f"all {w_lo}x{h_lo} (W x H)"
+    return f"width {w_lo}-{w_hi} px, height {h_lo}-{h_hi} px"
+
+
 def _info_lines(manifest: dict) -> Iterator[str]:
-    sizes = manifest["sizes"]
-    lo, hi = sizes["min"], sizes["max"]
-    shape = f"all {lo[1]}x{lo[0]}" if sizes["uniform"] else f"{lo[1]}x{lo[0]} .. {hi[1]}x{hi[0]} (W x H, per side)"
+    shape = _sizes_line(manifest["sizes"])
     total = sum(s["bytes"] for s in manifest["shards"])
     yield (
         f"images: {manifest['images']:,} in {len(manifest['shards'])} shard(s), {total / 1e6:.1f} MB, "
@@ -32,13 +39,17 @@ def _info_lines(manifest: dict) -> Iterator[str]:
         f"mean: {', '.join(f'{v:.4f}' for v in manifest['mean'])}   std: "
         f"{', '.join(f'{v:.4f}' for v in manifest['std'])}"
     )
-    yield f"source: {manifest['source']['kind']} {manifest['source']['where']} ({manifest['source_images']:,} images)"
+    source = manifest["source"]
+    yield (
+        f"source: {source['kind']} {source['where']} ({manifest['source_images']:,} files: {manifest['images']:,} "
+        f"images packed, {manifest['skipped_count']:,} unreadable and skipped)"
+    )
     o = manifest["options"]
     yield (
         f"options: encoding {o['encoding']}, max side {o['max_side']}, quality {o['quality']}, shard size "
         f"{o['shard_size'] / 2**20:g} MB"
     )
-    yield f"skipped: {manifest['skipped_count']}"
+    yield f"skipped: {manifest['skipped_count']} unreadable file(s), not counted among the images"
     for s in manifest["skipped"][:10]:
         yield f"  {s['file']}: {s['reason']}"
     if manifest["skipped_count"] > 10:
@@ -70,16 +81,18 @@ def register(app: typer.Typer) -> None:
         ),
         max_side: int | None = typer.Option(None, "--max-side", help="Cap the short side at N pixels (aspect kept)."),
         quality: int = typer.Option(90, "--quality", help="JPEG quality 1..100."),
-        shard_size: float = typer.Option(256, "--shard-size", help="Shard size in MB."),
+        shard_size: float = typer.Option(256, "--shard-size", help="Shard size in MB (a positive number)."),
         workers: int | None = typer.Option(
             None, "--workers", min=0, help="Decoding processes (default: CPU count; 0: none)."
         ),
     ) -> None:
         """Pack images into tar shards with an index (readable by webdataset and DALI)."""
         from ..data.store import pack
+        from ..data.store.packer import shard_bytes
         from ..plugins import load_plugins
         from .progress import CountBar
 
+        shard_size_bytes = shard_bytes(shard_size)  # nan, inf, 0, negative: one line before any work
         console = _console()
         plugins = None if Path(source).exists() else load_plugins(ctx.obj["plugins"])
         t0 = time.perf_counter()
@@ -90,7 +103,7 @@ def register(app: typer.Typer) -> None:
                 encoding=encoding,
                 max_side=max_side,
                 quality=quality,
-                shard_size=int(shard_size * 2**20),
+                shard_size=shard_size_bytes,
                 workers=workers,
                 on_progress=bar.update,
                 plugins=plugins,

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 STORE_MANIFEST = "manifest.json"  # what marks a folder as a packed store (sslkit.data.store.format.MANIFEST)
+PACK_STATE = ".pack-state.json"  # an unfinished pack (sslkit.data.store.format.STATE): Store.open says how to finish it
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def resolve_spec(spec: str, plugins: Plugins) -> DataSpec:
     if spec in plugins.datasets:
         return DataSpec("registered", spec)
     path = Path(spec).expanduser()
-    if (path / STORE_MANIFEST).is_file():
+    if (path / STORE_MANIFEST).is_file() or (path / PACK_STATE).is_file():
         return DataSpec("store", spec, path)
     if not path.exists():
         known = plugins.datasets.names()
@@ -141,6 +142,7 @@ def open_training_data(
 
 def _from_store(store: Store, data: DataConfig) -> TrainingSource:
     """A store held in RAM when it fits (``data.in_memory``), else streamed."""
+    store.use_batch_reads(data.batch_reads)
     size = store.uniform_size
     decoded = len(store) * 3 * (size[0] * size[1] if size else 0)
     fits = size is not None and decoded <= data.memory_budget_gb * 2**30

@@ -18,13 +18,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .batches import Batch, pad_batch
+from ..errors import DataError
+from .batches import Batch, pad_batch, pad_images
 from .datasets import ImageData
 
 if TYPE_CHECKING:
@@ -101,15 +103,26 @@ class _BatchReader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getitem__(self, indices: np.ndarray) -> Batch | list[bytes]:
-        if self.encoded:
-            return [self.store.read_bytes(int(i)) for i in indices]
-        return self.pixels(indices)
+    def __getitem__(self, indices: np.ndarray) -> Batch | list[bytes] | _ReadFailure:
+        try:
+            if self.encoded:
+                return [self.store.read_bytes(int(i)) for i in indices]
+            return self.pixels(indices)
+        except DataError as exc:  # raised in a worker, DataLoader would wrap it in a traceback
+            return _ReadFailure(str(exc))
 
-    def pixels(self, indices: np.ndarray) -> Batch:
+    def pixels(self, indices: np.ndarray, out: Tensor | None = None) -> Batch:
+        """One batch; ``out``: a uint8 [>= b, H, W, 3] buffer a same-size store's batch is read into."""
         if self.store.uniform_size is not None:  # one tensor, raw pixels read straight into it; every
-            return Batch(self.store.read_batch(indices))  # image fills it, as in RAM: no sizes
+            return Batch(self.store.read_batch(indices, out=out))  # image fills it, as in RAM: no sizes
         return pad_batch([self.store.read(int(i)) for i in indices])
+
+
+@dataclass
+class _ReadFailure:
+    """A worker's DataError, sent back as data: the main process raises it as the one line it was."""
+
+    message: str
 
 
 def default_workers() -> int:
@@ -140,9 +153,7 @@ def iterate_batches(
         workers = 0 if raw else default_workers()
     sampler = [source.index[b.numpy()] for b in batches]
     if workers == 0 and not encoded:  # read here, batch by batch: a DataLoader would only add its costs
-        reader = _BatchReader(source.store, encoded=False)
-        for indices in sampler:
-            yield _to_device(reader.pixels(indices), device)
+        yield from _store_batches(_BatchReader(source.store, encoded=False), sampler, device)
         return
     loader = torch.utils.data.DataLoader(
         _BatchReader(source.store, encoded),
@@ -154,11 +165,37 @@ def iterate_batches(
         collate_fn=None,
     )
     for item in loader:
+        if isinstance(item, _ReadFailure):
+            raise DataError(item.message)
         if encoded:
             decoded = type(source.store).decode_gpu(item, device)
             yield _pad_on_device(decoded)
         else:
             yield _to_device(item, device)
+
+
+def _store_batches(reader: _BatchReader, sampler: list[np.ndarray], device: torch.device) -> Iterator[Batch]:
+    """Batches read in this process. Same-size stores for a GPU: read straight into two pinned
+    buffers in turn (as ``_pinned_batches``), so the copy to the device is asynchronous; a buffer
+    is reused once the copy out of it (two batches ago) has finished."""
+    size = reader.store.uniform_size
+    if device.type != "cuda" or size is None or not sampler:
+        for indices in sampler:
+            yield _to_device(reader.pixels(indices), device)
+        return
+    shape = (max(len(s) for s in sampler), *size, 3)  # [b, H, W, 3]: raw pixels are stored channels last
+    buffers = [torch.empty(shape, dtype=torch.uint8).pin_memory() for _ in range(2)]
+    done: list[torch.cuda.Event | None] = [None, None]
+    for k, indices in enumerate(sampler):
+        slot = k % 2
+        event = done[slot]
+        if event is not None:
+            event.synchronize()  # the copy out of this buffer two steps ago has finished
+        batch = _to_device(reader.pixels(indices, out=buffers[slot]), device)
+        event = torch.cuda.Event()
+        event.record()
+        done[slot] = event
+        yield batch
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -167,11 +204,7 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def _pad_on_device(images: list[Tensor]) -> Batch:
-    sizes = torch.tensor([[im.shape[1], im.shape[2]] for im in images], dtype=torch.long)
-    h, w = int(sizes[:, 0].max()), int(sizes[:, 1].max())
-    out = images[0].new_zeros(len(images), 3, h, w)
-    for i, im in enumerate(images):
-        out[i, :, : im.shape[1], : im.shape[2]] = im
+    out, sizes = pad_images(images)  # one batched operation where possible
     if out.device.type == "cuda":  # from pinned memory the copy is asynchronous: no wait per step
         sizes = sizes.pin_memory()
     return Batch(out, sizes.to(out.device, non_blocking=True))

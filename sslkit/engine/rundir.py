@@ -21,7 +21,7 @@ from ..files import OutputLock
 Resume = bool | Literal["auto"]
 # Keys a resumed run may change; anything else must match the checkpoint's config.
 RESUMABLE_KEYS = ("epochs", "device", "compile", "sync_batchnorm", "checkpoint", "dist_timeout_minutes", "monitor")
-RESUMABLE_DATA_KEYS = ("workers", "decode")  # how the data is read, not what it is
+RESUMABLE_DATA_KEYS = ("workers", "decode", "batch_reads")  # how the data is read, not what it is
 
 
 def RunLock(out_dir: Path) -> OutputLock:  # noqa: N802 -- reads as the context manager it returns

@@ -10,7 +10,7 @@ from .packer import DEFAULT_SHARD_SIZE, Encoding, pack
 from .reader import Store
 from .sources import Source, folder_source
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: stores of format 2 (per-sample checksums); a cached format-1 store is packed again
 Progress = Callable[[int, int], None]
 
 

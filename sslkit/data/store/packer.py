@@ -3,13 +3,15 @@
 Memory stays bounded by the window of chunks in flight, never by the number of images: each
 chunk's payloads go straight into the open shard. A shard is written under a temporary name and
 renamed when complete; ``.pack-state.json`` then records it, so a killed pack re-run with the
-same source and options continues after the last complete shard. An fcntl lock on
-``.pack.lock`` makes a second packer of the same folder wait for the first.
+same source and options continues after the last complete shard. The folder's
+:class:`sslkit.files.OutputLock` (``wait=True``) makes a second packer of the same folder wait for
+the first; it removes its file when done, so a finished store holds no lock file. Worker
+processes die with the packer, even when it is killed with SIGKILL (:func:`_worker_init`).
 """
 
 from __future__ import annotations
 
-import fcntl
+import ctypes
 import hashlib
 import json
 import logging
@@ -17,12 +19,14 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import tarfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ...errors import ConfigError, DataError
-from ...files import atomic_write, atomic_write_text, temporary_name
+from ...files import OutputLock, atomic_write, atomic_write_text, temporary_name
 from . import format as fmt
 from .encode import Encoded, Skipped, cap_array, encode_array, encode_files, probe_max_side
 from .sources import Source, resolve_source
@@ -58,6 +62,13 @@ class _Shard:
     consumed: int = 0  # source images read up to the end of this shard
 
 
+def shard_bytes(megabytes: float) -> int:
+    """``--shard-size`` in MB as bytes, or a one-line ConfigError for nan, inf, zero or a negative size."""
+    if not math.isfinite(megabytes) or megabytes <= 0:
+        raise ConfigError(f"--shard-size {megabytes}: give a positive number of MB (e.g. 256)")
+    return int(megabytes * 2**20)
+
+
 def _check_options(encoding: str, max_side: int | None, quality: int, shard_size: int) -> None:
     if encoding not in ENCODINGS:
         raise ConfigError(f"unknown encoding '{encoding}': use auto, raw or jpeg")
@@ -65,7 +76,7 @@ def _check_options(encoding: str, max_side: int | None, quality: int, shard_size
         raise ConfigError(f"--max-side {max_side} is too small: give 8 or more pixels (or leave it out)")
     if not 1 <= quality <= 100:
         raise ConfigError(f"--quality {quality} is out of range: give 1..100")
-    if shard_size < 1024:
+    if not isinstance(shard_size, int) or shard_size < 1024:
         raise ConfigError(f"shard size {shard_size} bytes is too small: give at least 1 KB (the CLI takes MB)")
 
 
@@ -78,22 +89,6 @@ def _resolve_encoding(encoding: str, src: Source, max_side: int | None) -> str:
     else:
         largest = probe_max_side(src.paths, max_side)
     return "raw" if largest <= AUTO_RAW_MAX_SIDE else "jpeg"
-
-
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Hold ``out/.pack.lock``: a second packer of the same folder waits here for the first."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / fmt.LOCK, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("another process is packing '%s'; waiting for it to finish", out)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _refuse(out: Path) -> DataError:
@@ -118,6 +113,8 @@ def _prepare(out: Path, key: str) -> dict[str, Any] | None:
             raise _refuse(out) from None
         if state.get("key") != key:
             raise _refuse(out)
+        if state.get("format") != fmt.FORMAT:
+            raise DataError(f"unfinished pack '{out}' was started by an older sslkit; delete the folder and pack again")
         for shard in state["shards"]:
             file = out / shard["name"]
             if not file.is_file() or file.stat().st_size != shard["bytes"]:
@@ -195,7 +192,7 @@ class _ShardWriter:
         if self.labelled:
             fmt.add_member(self.tar, f"{key}.cls", str(label).encode())
         offset = fmt.add_member(self.tar, f"{key}.{extension}", item.payload)
-        self.shard.rows.append([self.number, offset, len(item.payload), label, item.height, item.width])
+        self.shard.rows.append([self.number, offset, len(item.payload), label, item.height, item.width, item.checksum])
         self.shard.files.append(name)
         h, w = item.height, item.width
         self.shard.sums = [a + b for a, b in zip(self.shard.sums, (*item.sums, h * w), strict=True)]
@@ -233,13 +230,43 @@ class _ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
+
+
+def _worker_init(parent: int) -> None:
+    """Make a packing worker die with the packer, even a packer killed with SIGKILL.
+
+    Without this a killed packer leaves its workers blocked on their task pipe for good (and
+    the resource tracker, which waits for the workers to close its pipe). Linux: the kernel
+    sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread
+    watches the parent's PID.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the watchdog below still ends this worker
+    if os.getppid() != parent:  # the packer died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="sslkit-parent-watchdog").start()
+
+
+def _watch_parent(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)  # the packer is gone: nobody will read what this worker makes
+
+
 def _ordered(fn: Callable[[Any], list], tasks: Iterable[Any], workers: int) -> Iterator[list]:
     """``map(fn, tasks)`` in worker processes, in order, with at most 2 x workers tasks in flight."""
     if workers == 0:
         yield from map(fn, tasks)
         return
     # spawn: workers import only numpy/PIL (no torch, no fork of a threaded parent)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),)
+    )
     try:
         window: deque = deque()
         for task in tasks:
@@ -281,12 +308,12 @@ def _finish(out: Path, src: Source, state: dict[str, Any], tail: _Shard) -> dict
     blocks, files, skipped, sums = [], [], [], [0] * 7
     for shard in state["shards"]:  # one record at a time: a million rows as Python lists would cost GBs
         rec = json.loads((out / fmt.STATE_DIR / f"{Path(shard['name']).stem}.json").read_text())
-        blocks.append(np.array(rec["rows"], dtype=np.int64).reshape(-1, 6))
+        blocks.append(np.array(rec["rows"], dtype=np.int64).reshape(-1, fmt.COLUMNS[fmt.FORMAT]))
         files += rec["files"]
         skipped += rec["skipped"]
         sums = [a + b for a, b in zip(sums, rec["sums"], strict=True)]
     skipped += tail.skipped
-    rows = np.concatenate(blocks) if blocks else np.zeros((0, 6), dtype=np.int64)
+    rows = np.concatenate(blocks) if blocks else np.zeros((0, fmt.COLUMNS[fmt.FORMAT]), dtype=np.int64)
     if len(rows) == 0:
         raise DataError(
             f"source '{src.where}': none of its {len(src)} images could be read (first: {skipped[0]['file']}: "
@@ -306,7 +333,7 @@ def _manifest(
     out: Path, src: Source, state: dict[str, Any], rows: np.ndarray, skipped: list, sums: list[int]
 ) -> dict[str, Any]:
     mean, std = _mean_std(sums)
-    sizes = rows[:, fmt.HEIGHT :]
+    sizes = rows[:, [fmt.HEIGHT, fmt.WIDTH]]
     return {
         "format": fmt.FORMAT,
         "images": len(rows),
@@ -360,13 +387,14 @@ def pack(
     options = {"encoding": encoding, "max_side": max_side, "quality": quality, "shard_size": shard_size}
     key = src.key(options)
     workers = min(os.cpu_count() or 1, 16) if workers is None else max(0, workers)
-    with _locked(out):
+    with OutputLock(out, "pack", wait=True):
         state = _prepare(out, key)
         if state is not None and "done" in state:
             return state["done"]
         if state is None:
             state = {
                 "key": key,
+                "format": fmt.FORMAT,
                 "options": options,
                 "encoding": _resolve_encoding(encoding, src, max_side),
                 "shards": [],
