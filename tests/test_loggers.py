@@ -19,9 +19,9 @@ from sslkit.errors import PluginError, UnknownNameError
 TINY = {"backbone.width": 0.1, "backbone.blocks": 3, "data.subset": 100, "data.batch_size": 16, "data.holdout": 0.2}
 
 
-def _train(tmp_path, plugins, loggers, epochs=2):
+def _train(tmp_path, plugins, loggers, epochs=2, **extra):
     return sslkit.train(
-        "rotation", tmp_path / "run", epochs=epochs, device="cpu", loggers=loggers, plugins=plugins, **TINY
+        "rotation", tmp_path / "run", epochs=epochs, device="cpu", loggers=loggers, plugins=plugins, **TINY, **extra
     )
 
 
@@ -44,18 +44,24 @@ def test_tensorboard_events_read_back(tmp_path, plugins):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = _train(tmp_path, plugins, ["tensorboard"])
+    monitor = {"monitor.knn.data": "sample", "monitor.knn.bank": 200, "monitor.knn.queries": 100}
+    run = _train(tmp_path, plugins, ["tensorboard"], **monitor)
     events = EventAccumulator(str(run.folder / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = events.Tags()
     assert {"step/loss", "step/acc", "step/images_per_s", "epoch/train_loss", "epoch/heldout_acc", "epoch/lr"} <= set(
         tags["scalars"]
     )
     loss = events.Scalars("epoch/train_loss")
-    assert [e.step for e in loss] == [1, 2]
+    assert [e.step for e in loss] == [5, 10]  # the global step, as step/*: one x axis
+    assert [e.value for e in events.Scalars("epoch")] == [1, 2]
     assert [e.value for e in loss] == pytest.approx([r["train_loss"] for r in run.history], rel=1e-6)
     assert [e.step for e in events.Scalars("step/loss")] == [5, 10]
+    # The online kNN monitor, every epoch: metrics.jsonl and TensorBoard alike.
+    knn = [r["knn_acc"] for r in run.history]
+    assert len(knn) == 2 and all(0.0 <= v <= 1.0 for v in knn)
+    assert [e.value for e in events.Scalars("epoch/knn_acc")] == pytest.approx(knn)
     assert {"show-batch", "curves"} <= set(tags["images"])
-    assert [e.step for e in events.Images("curves")] == [1, 2]
+    assert [e.step for e in events.Images("curves")] == [5, 10]
     # The config as hyper-parameters (the HParams plugin's session info).
     content = events.PluginTagToContent("hparams")
     from tensorboard.plugins.hparams import plugin_data_pb2

@@ -102,33 +102,25 @@ class RichProgress(Callback):
                 TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.1%}  {task.fields[ips]:.0f} img/s"),
+                TextColumn("{task.fields[metrics]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=True,
             )
             self.progress.start()
-            self.task_id = self.progress.add_task(
-                "train", total=steps, epoch=epoch + 1, epochs=self.epochs, loss=0.0, acc=0.0, ips=0.0
-            )
-        self.progress.update(
-            self.task_id,
-            completed=step,
-            epoch=epoch + 1,
-            loss=metrics["loss"],
-            acc=metrics["acc"],
-            ips=metrics["images_per_s"],
-        )
+            self.task_id = self.progress.add_task("train", total=steps, epoch=epoch + 1, epochs=self.epochs, metrics="")
+        self.progress.update(self.task_id, completed=step, epoch=epoch + 1, metrics=metrics_text(metrics))
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        held = f"  held-out acc {record['heldout_acc']:.1%}" if "heldout_acc" in record else ""
         self.console.print(
-            f"epoch {record['epoch']}/{self.epochs}  loss {record['train_loss']:.4f}  "
-            f"pretext acc {record['train_acc']:.1%}{held}  {record['images_per_s']:.0f} img/s  {record['seconds']:.0f}s"
+            f"epoch {record['epoch']}/{self.epochs}  {epoch_text(record)}  "
+            f"{record['images_per_s']:.0f} img/s  {record['seconds']:.0f}s",
+            markup=False,
+            highlight=False,
         )
 
     def finish(self, result: Any) -> None:
@@ -168,11 +160,31 @@ class PlainProgress(RichProgress):
             return
         self.printed = step
         self.console.print(
-            f"epoch {epoch + 1}/{self.epochs} step {step}/{steps}  loss {metrics['loss']:.3f}  "
-            f"acc {metrics['acc']:.1%}  {metrics['images_per_s']:.0f} img/s",
+            f"epoch {epoch + 1}/{self.epochs} step {step}/{steps}  {metrics_text(metrics)}",
             markup=False,
             highlight=False,
         )
+
+
+def _value(name: str, value: float) -> str:
+    return f"{name} {value:.1%}" if name.endswith("acc") else f"{name} {value:.4g}"
+
+
+def metrics_text(metrics: dict[str, float]) -> str:
+    """A step's running metrics in one line: loss, accuracy (when the task has one), the task's
+    own metrics, images/s."""
+    parts = [_value(k, v) for k, v in metrics.items() if k != "images_per_s"]
+    if "images_per_s" in metrics:
+        parts.append(f"{metrics['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+def epoch_text(record: dict[str, Any]) -> str:
+    """An epoch's record in one line: every train_, heldout_ and monitor (knn) figure."""
+    keys = [k for k in record if k.startswith(("train_", "heldout_")) or "knn" in k]
+    return "  ".join(
+        _value(k.replace("train_", "").replace("heldout_", "held-out ").replace("_", " "), record[k]) for k in keys
+    )
 
 
 def make_progress(console: Console | None = None) -> RichProgress:

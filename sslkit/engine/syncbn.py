@@ -23,11 +23,12 @@ class _DistributedBatchNorm(nn.modules.batchnorm._BatchNorm):
         xf = x.float()
         dims = (0, *range(2, x.dim()))  # every dimension but the channels
         shape = (1, c, *([1] * (x.dim() - 2)))
-        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([x.numel() / c])])
-        total = dist_fn.all_reduce(local)  # [2C + 1]: sum, sum of squares, count over all processes
-        count = total[-1]
-        mean = total[:c] / count
-        var = (total[c : 2 * c] / count - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises
+        # Two passes, as BatchNorm itself computes the variance (sum of squares minus the squared
+        # mean loses digits in float32): the global mean first, then the centred second moment.
+        first = dist_fn.all_reduce(torch.cat([xf.sum(dims), xf.new_tensor([x.numel() / c])]))  # [C + 1]
+        count = first[-1]
+        mean = first[:c] / count
+        var = dist_fn.all_reduce((xf - mean.view(shape)).pow(2).sum(dims)) / count  # biased, as BN normalises
         # The buffers exist exactly when track_running_stats is set (nn.BatchNorm2d's contract).
         running_mean, running_var, tracked = self.running_mean, self.running_var, self.num_batches_tracked
         if self.track_running_stats and running_mean is not None and running_var is not None and tracked is not None:

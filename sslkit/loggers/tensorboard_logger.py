@@ -52,10 +52,14 @@ class TensorBoardLogger(StepCounter):
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         super().on_epoch_end(record)
+        # Against the global step, as step/* (Lightning's convention): one x axis for every chart,
+        # and the epoch itself as a scalar to read it off.
+        at = self.global_step(record["epoch"], 0)
+        self.writer.add_scalar("epoch", record["epoch"], at)
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)):
-                self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])
-        self.writer.add_image("curves", np.asarray(curves_figure(self.history)), record["epoch"], dataformats="HWC")
+                self.writer.add_scalar(f"epoch/{key}", value, at)
+        self.writer.add_image("curves", np.asarray(curves_figure(self.history)), at, dataformats="HWC")
         self.writer.flush()
 
     def on_train_end(self, result: Any | None) -> None:

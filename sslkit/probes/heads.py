@@ -20,10 +20,15 @@ from ..interfaces import Probe, ProbeConfig
 
 class LinearConfig(ProbeConfig):
     pool: Literal["avg", "flatten"] = Field("avg", description="global average pool, or flatten the map")
+    norm: bool = Field(
+        False,
+        description="BatchNorm without affine parameters before the classifier (MAE's and MoCo v3's linear "
+        "probe): features of any scale train at the same lr, and the probe stays linear",
+    )
 
 
 class LinearProbe(Probe):
-    """Global average pool (or flatten) -> Linear(classes)."""
+    """Global average pool (or flatten) -> [BatchNorm1d without affine] -> Linear(classes)."""
 
     Config = LinearConfig
 
@@ -31,7 +36,8 @@ class LinearProbe(Probe):
         super().__init__(config, feature_shape, num_classes)
         pool = nn.AdaptiveAvgPool2d(1) if config.pool == "avg" and len(feature_shape) == 3 else nn.Identity()
         in_features = feature_shape[0] if config.pool == "avg" else math.prod(feature_shape)
-        self.net = nn.Sequential(pool, nn.Flatten(), nn.Linear(in_features, num_classes))
+        norm = nn.BatchNorm1d(in_features, affine=False) if config.norm else nn.Identity()
+        self.net = nn.Sequential(pool, nn.Flatten(), norm, nn.Linear(in_features, num_classes))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.net(features)

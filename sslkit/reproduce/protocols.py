@@ -140,7 +140,10 @@ def rotnet_protocol(
 # The kNN monitor's protocol (Wu et al., CVPR 2018), as lightly and solo-learn report their CIFAR
 # numbers: cosine, k = 20, votes exp(sim / 0.07), on the globally pooled stage.
 POOLED_KNN = {"k": 20, "temperature": 0.07, "pool": "avg"}
-QUICK_LINEAR = {"epochs": 10, "milestones": [5, 8, 9]}
+# MAE's and MoCo v3's linear probe: BatchNorm without affine parameters before the classifier, so
+# a trunk's features train at one learning rate whatever their scale (a random NIN's pooled last
+# block is ~1e-2 in scale: a plain linear layer at lr 0.1 stayed at chance on it).
+QUICK_LINEAR = {"epochs": 10, "milestones": [5, 8, 9], "norm": True}
 
 
 def embedding_protocol(
@@ -186,6 +189,6 @@ def embedding_protocol(
         paper={},
         source=source,
         cached_flip=True,
-        monitor={"stage": stage},
+        monitor={"stage": stage, "bank": 5000, "queries": 1000},
     )
     return {"quick": quick}

@@ -333,11 +333,21 @@ def findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
+def data_label(data: str) -> str:
+    """A registered dataset's name, or a folder's last two parts (``.../cifar10-20k/train``): the
+    page shows what the data was, not where it lay on the machine that ran it."""
+    if "/" not in data and "\\" not in data:
+        return data
+    parts = Path(data).parts
+    return "a folder of images, `.../" + "/".join(parts[-2:]) + "`"
+
+
 def to_markdown(table: dict[str, Any]) -> str:
     lines = [
         f"# {table['reproduction']} ({table['preset']} preset)",
         "",
-        f"Pretext: `{table['task']}` on {table['data']}, {table['pretext_epochs']} epochs, held-out pretext accuracy "
+        f"Pretext: `{table['task']}` on {data_label(table['data'])}, {table['pretext_epochs']} epochs, "
+        "held-out pretext accuracy "
         + (f"{100 * table['pretext_heldout_acc']:.1f}%" if table["pretext_heldout_acc"] is not None else "n/a")
         + f" ({table['pretext_seconds']:.0f} s). Total {table['total_seconds']:.0f} s.",
         "",
@@ -352,7 +362,7 @@ def to_markdown(table: dict[str, Any]) -> str:
         lines.append(f"| {r['label']} | {r['ours']:.2f} | {val} | {paper} | {r['mode']} | {r['seconds']:.0f} |")
     lines += ["", f"Paper numbers: {table['source']}.", ""]
     if table.get("curves"):
-        lines += [f"![pretext loss and accuracy per epoch]({table['curves']})", ""]
+        lines += [f"![training curves per epoch: loss, accuracy, online kNN, embedding std]({table['curves']})", ""]
     for f in table["findings"]:
         lines.append(f"- {'holds' if f['holds'] else 'DOES NOT hold'}: {f['claim']} (margin {f['margin']:+.2f} points)")
     return "\n".join(lines) + "\n"

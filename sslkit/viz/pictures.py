@@ -23,7 +23,7 @@ from ..data.augment import normalize
 from ..errors import CheckpointError, DataError
 from ..images import read_image
 from ..interfaces import Backbone
-from .render import colormap, grid, line_chart, upscale
+from .render import colormap, grid, upscale
 
 DEFAULT_POWERS = (1.0, 2.0, 4.0)  # block1, block2, deeper blocks (paper Figure 3)
 
@@ -103,18 +103,47 @@ def read_metrics(run: str | Path) -> list[dict]:
         raise CheckpointError(f"'{path}' is not valid JSON lines; is it a metrics.jsonl of sslkit train?") from None
 
 
+# (panel title, {legend: metrics.jsonl key}) of the training curves; a panel is drawn when the
+# run recorded at least one of its keys in every epoch.
+CURVE_PANELS = (
+    ("pretext loss", {"train": "train_loss", "held-out": "heldout_loss"}),
+    ("accuracy", {"pretext, train": "train_acc", "pretext, held-out": "heldout_acc", "online kNN": "knn_acc"}),
+    ("embedding std (collapse: -> 0)", {"train": "train_std", "held-out": "heldout_std"}),
+)
+
+
 def curves_figure(rows: list[dict]) -> Image.Image:
-    """Loss (left) and accuracy (right) per epoch: training and held-out."""
+    """The training curves per epoch with matplotlib: loss, accuracies (pretext and the online kNN
+    monitor) and, for tasks that report it, the embedding std; integer epoch ticks."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     if not rows:
         raise CheckpointError("metrics.jsonl is empty: the run has not finished an epoch yet")
-    ep = [r["epoch"] for r in rows]
-
-    def series(keys: dict[str, str]) -> dict:
-        return {label: (ep, [r[k] for r in rows]) for label, k in keys.items() if all(k in r for r in rows)}
-
-    loss = line_chart(series({"train": "train_loss", "held-out": "heldout_loss"}), "pretext loss", "epoch")
-    acc = line_chart(series({"train": "train_acc", "held-out": "heldout_acc"}), "pretext accuracy", "epoch")
-    sheet = Image.new("RGB", (loss.width + acc.width, max(loss.height, acc.height)), "white")
-    sheet.paste(loss, (0, 0))
-    sheet.paste(acc, (loss.width, 0))
-    return sheet
+    epochs = [r["epoch"] for r in rows]
+    panels = [
+        (title, {label: [r.get(key) for r in rows] for label, key in keys.items() if all(key in r for r in rows)})
+        for title, keys in CURVE_PANELS
+    ]
+    panels = [(title, series) for title, series in panels if series]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for label, values in series.items():
+            ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9, loc="best", frameon=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        return im.convert("RGB")
