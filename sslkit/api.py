@@ -72,17 +72,30 @@ class Run(LoadedRun):
         probe: str = "knn",
         layers: Sequence[str] = (),
         test_data: str | None = None,
+        progress: bool = True,
         **settings: Any,
     ) -> dict[str, Any]:
         """Train and evaluate ``probe`` on the frozen trunk (default data: the run's own dataset, as
         ``sslkit probe``); returns the report ``sslkit probe`` writes as probe.json
         (``report["layers"][layer]["test_acc"]``). ``settings`` are
-        :class:`sslkit.probes.settings.ProbeSettings` fields (``options``, ``seed``, ``device`` ...)."""
+        :class:`sslkit.probes.settings.ProbeSettings` fields (``options``, ``seed``, ``device`` ...).
+        ``progress``: the display of ``sslkit probe`` (the feature pass, then a line per epoch)."""
         from .probes.runner import probe_run
         from .probes.settings import probe_settings
+        from .progress import ProbeProgress
 
         chosen = probe_settings(probe=probe, layers=tuple(layers), **settings)
-        return probe_run(self, chosen, self._plugins(), data=data, test_data=test_data)
+        observer = ProbeProgress() if progress else None
+        return probe_run(self, chosen, self._plugins(), data=data, test_data=test_data, observer=observer)
+
+    def embed(self, images: Any, *, progress: bool = True, **options: Any) -> Any:
+        """:meth:`sslkit.run.LoadedRun.embed` with a progress bar over the images (``progress``)."""
+        from .progress import CountBar, default_console
+
+        if not progress:
+            return super().embed(images, **options)
+        with CountBar("embedding", default_console()) as bar:
+            return super().embed(images, on_progress=bar.update, **options)
 
     @classmethod
     def of(cls, loaded: LoadedRun) -> Run:
@@ -179,6 +192,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     resume: Resume = False,
     plugins: Plugins | None = None,
+    progress: bool = True,
     **overrides: Any,
 ) -> Run:
     """Pretrain and return the trained :class:`Run` (checkpoint and metrics in ``out``).
@@ -188,6 +202,8 @@ def train(
     ``overrides``: any config key, ``epochs=1``, ``**{"backbone.width": 0.25}`` or nested dicts
     (``optim={"lr": 0.05}``). ``loggers``: registered experiment loggers (``"csv"``,
     ``"tensorboard"``, ``"wandb"``). ``out`` defaults to ``runs/TASK-BACKBONE-TIME``.
+    ``progress``: the same display as ``sslkit train`` (a live bar in a terminal or a notebook,
+    plain lines in a log); ``False`` for none.
     """
     plugins = plugins or load_plugins()
     if isinstance(task, RunConfig):
@@ -198,7 +214,7 @@ def train(
         layer = deep_merge({"backbone": _section(backbone), "data": _section(data)}, overrides_layer(overrides))
         cfg = assemble(task, plugins, preset=preset, config_file=config, flags=layer)
     out = Path(out) if out is not None else default_out(cfg.task["name"], cfg.backbone["name"])
-    train_config(cfg, out, plugins=plugins, resume=resume, callbacks=callbacks, loggers=loggers)
+    train_config(cfg, out, plugins=plugins, resume=resume, callbacks=callbacks, loggers=loggers, progress=progress)
     return Run.of(load_run(out, plugins))
 
 
@@ -228,19 +244,30 @@ def train_config(
     resume: Resume = False,
     callbacks: Sequence[Callback] = (),
     loggers: Iterable[str] | str = (),
+    progress: bool = True,
+    next_steps: bool = False,
 ) -> TrainResult:
-    """The training loop with the registered ``loggers`` attached (built before training starts,
-    so an unknown name or a missing package fails first) and every callback's ``on_train_end``
-    called afterwards, also when training fails."""
+    """The training loop as ``sslkit train`` and :func:`train` run it: the progress display (main
+    process only; ``next_steps``: then the commands that use the run), the registered ``loggers``
+    (built before training starts, so an unknown name or a missing package fails first), and
+    every callback's ``on_train_end`` called afterwards, also when training fails."""
+    import os
+
     from .engine.trainer import train as train_loop
     from .loggers import create_loggers
+    from .progress import make_progress
 
     resume, loggers, callbacks = _checked(resume, loggers, callbacks)
-    every = [*create_loggers(loggers, RunContext(cfg, Path(out), plugins)), *callbacks]
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    display = make_progress() if progress and main_process else None
+    every = [*(create_loggers(loggers, RunContext(cfg, Path(out), plugins)) if main_process else []), *callbacks]
+    every += [display] if display is not None else []
     result = None
     try:
         result = train_loop(cfg, out, plugins=plugins, resume=resume, callbacks=every)
     finally:
         for cb in every:
             cb.on_train_end(result)
+    if display is not None:
+        display.finish(result, next_steps=next_steps)
     return result

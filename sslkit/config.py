@@ -310,18 +310,33 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _model_at(model: Any, parts: list[str]) -> Any:
+    """The pydantic model a location inside ``model`` points into (``views.0`` -> View), or None."""
+    import typing
+
+    node = model
+    for part in parts:
+        fields = getattr(node, "model_fields", None)
+        if fields is not None and part in fields:
+            node = fields[part].annotation
+        elif part.isdigit():  # an item of a list or tuple of models
+            pass
+        else:
+            return None
+        while node is not None and not hasattr(node, "model_fields") and typing.get_args(node):
+            inner = [a for a in typing.get_args(node) if hasattr(a, "model_fields")]
+            node = inner[0] if inner else None
+    return node
+
+
 def _describe(exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
     """First pydantic error as one line: 'backbone.widht: unknown key (did you mean ...)'."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
     if err["type"] == "extra_forbidden":
-        known = list(model.model_fields) if not loc.count(".") else []
-        if "." in loc:  # nested section: look up its fields
-            node: Any = model
-            for part in loc.split(".")[:-1]:
-                node = node.model_fields[part].annotation
-            known = list(getattr(node, "model_fields", {}))
+        node = _model_at(model, [str(p) for p in err["loc"][:-1]])
+        known = list(getattr(node, "model_fields", {}))
         last = loc.split(".")[-1]
         hint = suggest(last, known)
         return f"unknown config key '{key}'{hint}; valid keys here: {', '.join(known)}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
@@ -79,23 +79,44 @@ class LoadedRun:
         pool: Pool = "avg",
         batch_size: int = 256,
         device: str | torch.device = "cpu",
-    ) -> Tensor:
+        with_names: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Any:
         """Features of ``images`` at stage ``layer`` (default: RUN/probe.json's best layer, else the last).
 
-        ``images``: paths or folders (decoded, resized and centre-cropped to the training size),
-        PIL images, or a tensor [N, C, H, W] / [C, H, W] that is uint8 (0..255) or float (0..1).
-        They are normalised with the run's mean/std, exactly as in training. Returns float32
-        [N, C] (``avg``), [N, C*H*W] (``flatten``) or [N, C, H, W] (``none``) on the CPU.
+        ``images``: paths or folders (decoded, resized and centre-cropped to the training size;
+        unreadable files skipped with a warning naming them, as ``sslkit embed`` does), a packed
+        store, PIL images, or a tensor [N, C, H, W] / [C, H, W] that is uint8 (0..255) or float
+        (0..1). They are normalised with the run's mean/std, exactly as in training. Returns
+        float32 [N, C] (``avg``), [N, C*H*W] (``flatten``) or [N, C, H, W] (``none``) on the CPU;
+        with ``with_names``, ``(features, names)``: the file (or item) of every row.
+        ``on_progress(done, total)`` after every batch.
         """
         from .data.augment import normalize
 
-        x = self.images(images)
+        x, names = read_images(images, self.input_shape)
         encoder = Encoder(self.backbone, layer or default_layer(self), pool).to(device).eval()
-        parts = [
-            encoder(normalize(x[i : i + batch_size].to(device), self.mean, self.std)).cpu()
-            for i in range(0, x.shape[0], batch_size)
-        ]
-        return torch.cat(parts)
+        parts = []
+        for i in range(0, x.shape[0], batch_size):
+            parts.append(encoder(normalize(x[i : i + batch_size].to(device), self.mean, self.std)).cpu())
+            if on_progress is not None:
+                on_progress(min(i + batch_size, x.shape[0]), x.shape[0])
+        features = torch.cat(parts)
+        return (features, names) if with_names else features
+
+
+def _warn_if_unfinished(path: Path, state: dict[str, Any]) -> None:
+    """Say so when a run's checkpoint is not its last: probes and exports of a run that is still
+    training (or was interrupted) read an intermediate state, and should not do it silently."""
+    done, planned = int(state.get("epoch", 0)), int(state["config"].get("epochs", 0))
+    step = int(state.get("step", 0))
+    if done < planned:
+        where = f"{done} of {planned} epochs" + (f" and {step} steps" if step else "")
+        log.warning(
+            "%s holds an unfinished run (%s: still training, or interrupted); using its latest checkpoint",
+            path,
+            where,
+        )
 
 
 def describe(run: LoadedRun) -> str:
@@ -125,6 +146,7 @@ def load_run(
     if data.get("mean") is None or data.get("std") is None:
         raise CheckpointError(f"'{path}': the run's config has no data.mean/std; re-train with a current sslkit")
     facts = state.get("data", {})
+    _warn_if_unfinished(path, state)
     return LoadedRun(
         backbone=backbone.eval(),
         config=config,
@@ -199,36 +221,66 @@ def output_shape(encoder: Encoder, input_shape: tuple[int, ...]) -> tuple[int, .
 
 def as_images(images: ImageInput, shape: Sequence[int]) -> Tensor:
     """Anything image-like -> [N, C, H, W] with values in 0..255 (uint8, or float for float input)."""
+    return read_images(images, shape)[0]
+
+
+def read_images(images: ImageInput, shape: Sequence[int]) -> tuple[Tensor, list[str]]:
+    """Anything image-like -> ([N, C, H, W] in 0..255, one name per row). Files that cannot be
+    read are skipped with one warning naming them, as ``sslkit embed`` does; a packed store is
+    read whole (its damage is a one-line error, never a skipped image)."""
     if isinstance(images, Tensor):
         x = images if images.dim() == 4 else images.unsqueeze(0)
         if x.dim() != 4 or x.shape[1] != shape[0]:
             raise DataError(
                 f"image tensor of shape {list(images.shape)}: expected [N, {shape[0]}, H, W] or [{shape[0]}, H, W]"
             )
-        return x if x.dtype == torch.uint8 else x.float() * 255.0  # floats are 0..1 (torchvision's ToTensor)
+        rows = [f"tensor[{i}]" for i in range(x.shape[0])]
+        return (x if x.dtype == torch.uint8 else x.float() * 255.0), rows  # floats are 0..1 (ToTensor)
+    from PIL import Image
+
+    items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+    parts: list[Tensor] = []
+    names: list[str] = []
+    skipped: list[str] = []
+    for k, item in enumerate(items):
+        read, got, bad = _read_item(item, shape, k)
+        parts += [read] if read is not None else []
+        names += got
+        skipped += bad
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        log.warning("skipped %d unreadable image(s): %s", len(skipped), shown)
+    if not parts:
+        raise DataError("no readable images given: pass image files, folders, a packed store, PIL images or a tensor")
+    return torch.cat(parts), names
+
+
+def _read_item(item: Any, shape: Sequence[int], k: int) -> tuple[Tensor | None, list[str], list[str]]:
+    """One input of :func:`read_images` -> (its images or None, their names, unreadable files)."""
+    import numpy as np
     from PIL import Image
 
     from .deploy import fit
     from .files import list_images
 
-    items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
-    arrays = []
-    for item in items:
-        if isinstance(item, Image.Image):
-            arrays.append(fit(item, shape))
-            continue
-        try:
-            files = list_images([item])
-        except (FileNotFoundError, LookupError) as exc:
-            raise DataError(f"{exc}; give image files, folders, PIL images or a tensor") from None
-        for p in files:
-            try:
-                with Image.open(p) as im:
-                    arrays.append(fit(im, shape))
-            except OSError:
-                raise DataError(f"cannot read image '{p}'; give image files (jpg, png, ...)") from None
-    if not arrays:
-        raise DataError("no images given: pass image files, folders, PIL images or a tensor")
-    import numpy as np
+    if isinstance(item, Image.Image):
+        return torch.from_numpy(fit(item, shape)[None]), [f"image[{k}]"], []
+    if Path(item).is_dir() and (Path(item) / "manifest.json").is_file():  # a packed store
+        from .data.store import Store
 
-    return torch.from_numpy(np.stack(arrays))
+        store = Store.open(Path(item))
+        data = store.to_memory(int(shape[1]) if store.uniform_size != tuple(shape[1:]) else None)
+        return data.images, [str(Path(item) / f) for f in data.files] or [f"{item}[{i}]" for i in range(len(data))], []
+    try:
+        files = list_images([item])
+    except (FileNotFoundError, LookupError) as exc:
+        raise DataError(f"{exc}; give image files, folders, a packed store, PIL images or a tensor") from None
+    arrays, names, bad = [], [], []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                arrays.append(fit(im, shape))
+            names.append(str(p))
+        except (OSError, ValueError):  # unreadable or not an image: skipped, as sslkit embed does
+            bad.append(str(p))
+    return (torch.from_numpy(np.stack(arrays)) if arrays else None), names, bad

@@ -187,3 +187,33 @@ def test_train_arguments_of_the_wrong_kind_are_one_line_before_anything_is_writt
     assert not any((tmp_path / d).exists() for d in "rcl")
     with pytest.raises(ConfigError, match="backbone name must be a non-empty string"):
         sslkit.create_backbone(None, plugins=plugins)  # type: ignore[arg-type]
+
+
+def test_embed_skips_unreadable_files_with_a_warning_and_names_every_row(run, tmp_path, caplog):
+    """As ``sslkit embed`` does: a bad file is skipped and named, the rest are embedded."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 30), (i * 80, 20, 200)).save(folder / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    features, names = run.embed(folder, with_names=True)
+    assert features.shape[0] == 3 and [n.rsplit("/", 1)[1] for n in names] == ["0.png", "1.png", "2.png"]
+    assert any("broken.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_loading_an_unfinished_run_says_so(tmp_path, plugins, caplog):
+    """Probing or exporting a run that is still training reads an intermediate checkpoint: not silently."""
+    from sslkit.checkpoint import load_checkpoint, save_checkpoint
+
+    run = sslkit.train(
+        "rotation", tmp_path / "run", plugins=plugins, epochs=1, device="cpu",
+        **{"backbone.blocks": 3, "backbone.width": 0.1, "data.subset": 32, "data.batch_size": 16},
+    )  # fmt: skip
+    state = load_checkpoint(run.folder)
+    state["config"]["epochs"] = 3  # as if 2 epochs were still to come
+    save_checkpoint(run.folder / "checkpoint.pt", {k: v for k, v in state.items() if k != "format"})
+    caplog.clear()
+    sslkit.load(run.folder, plugins=plugins)
+    assert any("unfinished run (1 of 3 epochs" in r.getMessage() for r in caplog.records)

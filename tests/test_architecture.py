@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sslkit"
 # Keys are module paths relative to sslkit/ (a folder stands for every module in it).
 LAYERS: list[list[str]] = [
     ["cli", "__main__"],
-    ["api"],
+    ["api", "progress"],
     ["reproduce"],
     ["probes", "export", "testing", "pytest_plugin", "scaffold", "scaffold_templates"],
     ["engine", "viz", "loggers"],

@@ -35,7 +35,10 @@ def test_csv_rows_match_the_metrics(tmp_path, plugins):
         assert float(row["heldout_acc"]) == pytest.approx(record["heldout_acc"])
     with open(run.folder / "logs" / "steps.csv") as f:
         steps = list(csv.DictReader(f))
-    assert [(int(r["epoch"]), int(r["step"]), int(r["global_step"])) for r in steps] == [(1, 5, 5), (2, 5, 10)]
+    rows = [(int(r["epoch"]), int(r["step"]), int(r["global_step"])) for r in steps]
+    # Every 5 steps (and sooner when steps are slow): each epoch's last report is its step 5.
+    assert {(1, 5, 5), (2, 5, 10)} <= set(rows) and rows[-1] == (2, 5, 10)
+    assert all(g == (e - 1) * 5 + s for e, s, g in rows)
     # The last report of an epoch covers the whole epoch: the epoch's mean loss.
     assert float(steps[-1]["loss"]) == pytest.approx(run.history[-1]["train_loss"], rel=1e-5)
 
@@ -55,7 +58,8 @@ def test_tensorboard_events_read_back(tmp_path, plugins):
     assert [e.step for e in loss] == [5, 10]  # the global step, as step/*: one x axis
     assert [e.value for e in events.Scalars("epoch")] == [1, 2]
     assert [e.value for e in loss] == pytest.approx([r["train_loss"] for r in run.history], rel=1e-6)
-    assert [e.step for e in events.Scalars("step/loss")] == [5, 10]
+    reported = [e.step for e in events.Scalars("step/loss")]
+    assert {5, 10} <= set(reported) and reported[-1] == 10
     # The online kNN monitor, every epoch: metrics.jsonl and TensorBoard alike.
     knn = [r["knn_acc"] for r in run.history]
     assert len(knn) == 2 and all(0.0 <= v <= 1.0 for v in knn)

@@ -16,6 +16,7 @@ from sslkit.probes import evaluation
 from sslkit.probes.knn import KNNProbe
 from sslkit.probes.settings import ProbeSettings
 from sslkit.probes.splits import first_k_per_class, load_splits, make_splits
+from sslkit.probes.training import ProbeObserver
 from sslkit.probes.trunk import load_trunk
 
 
@@ -183,7 +184,12 @@ def test_frozen_probe_leaves_the_trunk_alone_and_finetune_trains_it(plugins):
     )
     splits = load_splits("sample", None, plugins, settings)
     seen = []
-    run_probes(trunk, splits, plugins, settings, on_epoch=lambda layer, r: seen.append(layer))
+
+    class Seen(ProbeObserver):
+        def on_epoch(self, layer, record):
+            seen.append(layer)
+
+    run_probes(trunk, splits, plugins, settings, observer=Seen())
     assert seen == ["block2"]
     for k, v in trunk.backbone.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)

@@ -122,3 +122,25 @@ def test_cli_train_on_a_damaged_store_is_one_line_exit_2(tmp_path, encoding, kin
     assert result.returncode == 2, result.stderr[-3000:]
     assert len(errors) == 1 and errors[0] == lines[-1] and name in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "sslkit data verify" in errors[0]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_runs_embed_and_probe_stop_on_a_damaged_store(tmp_path, plugins, encoding):
+    """The Python API reads stores through the same checks: ``sslkit.load(run).embed(STORE)`` and
+    ``run.probe(STORE)`` stop with the one-line error (never a skipped image)."""
+    import sslkit
+
+    path = _store(tmp_path, encoding)
+    run = sslkit.train(
+        "rotation", tmp_path / "run", data="sample", plugins=plugins, epochs=1, device="cpu",
+        **{"backbone.blocks": 3, "backbone.width": 0.1, "data.subset": 32, "data.batch_size": 16},
+    )  # fmt: skip
+    features, names = run.embed(path, with_names=True)
+    assert features.shape[0] == len(names) == 32
+    name = damage(path, "flipped bytes")
+    with pytest.raises(DataError) as err:
+        run.embed(path)
+    _one_line(err, name)
+    with pytest.raises(DataError) as err:
+        run.probe(str(path), probe="knn", layers=["block2"], device="cpu")
+    _one_line(err, name)

@@ -139,10 +139,6 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors are typer's (exit 2); errors the user can fix are one line, exit 2."""
     app = build_app()
     args = list(sys.argv[1:] if argv is None else argv)
-    for i in range(len(args) - 1):  # '--resume auto': an optional value, which click options cannot take
-        if args[i] == "--resume" and args[i + 1] == "auto":
-            args[i : i + 2] = ["--resume-auto"]
-            break
     try:
         app(args=args, prog_name="sslkit")  # standalone: exits itself on success and usage errors
     except SSLKitError as exc:

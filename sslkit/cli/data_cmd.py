@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         from ..data.store import pack
         from ..data.store.packer import shard_bytes
         from ..plugins import load_plugins
-        from .progress import CountBar
+        from ..progress import CountBar
 
         shard_size_bytes = shard_bytes(shard_size)  # nan, inf, 0, negative: one line before any work
         console = _console()
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
     def verify_command(store: Path = typer.Argument(..., help="Store folder written by 'sslkit data pack'.")) -> None:
         """Check every shard and index file against the manifest's sha256 (exit 2 naming the first bad one)."""
         from ..data.store import verify
-        from .progress import CountBar
+        from ..progress import CountBar
 
         with CountBar("verifying", _console()) as bar:
             manifest = verify(store, on_progress=bar.update)

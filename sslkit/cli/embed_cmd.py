@@ -106,7 +106,7 @@ def _embed(
 ) -> None:
     from ..deploy import OnnxEncoder
     from ..embed_stream import embed_to_disk, open_images
-    from .progress import CountBar
+    from ..progress import CountBar
 
     console = _console()
     encoder = OnnxEncoder(model, provider, threads, device_id)

@@ -130,6 +130,7 @@ def register(app: typer.Typer) -> None:
         from ..plugins import load_plugins
         from ..probes.runner import probe_run, write_report
         from ..probes.settings import probe_settings
+        from ..progress import ProbeProgress
 
         plugins = load_plugins(ctx.obj["plugins"])
         if run is None and not (random_init and backbone):
@@ -153,11 +154,6 @@ def register(app: typer.Typer) -> None:
             flip=flip,
             precision=precision,
         )
-        console = Console(stderr=True, soft_wrap=True)
-        hook = lambda lay, r: console.print(  # noqa: E731
-            f"{lay} epoch {r['epoch']}  loss {r['train_loss']:.4f}  train {r['train_acc']:.1%}"
-            + (f"  val {r['val_acc']:.1%}" if "val_acc" in r else "")
-        )
         report = probe_run(
             run,
             settings,
@@ -167,7 +163,7 @@ def register(app: typer.Typer) -> None:
             random_init=random_init,
             backbone=backbone,
             backbone_options=parse_sets(backbone_sets),
-            on_epoch=hook,
+            observer=ProbeProgress(),
         )
         folder = out or (run if run is not None and run.is_dir() else (run.parent if run is not None else Path(".")))
         path = write_report(report, folder, "probe-random-init.json" if random_init else "probe.json")

@@ -41,8 +41,8 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from ..plugins import load_plugins
+        from ..progress import RichProgress
         from ..reproduce.runner import get_recipe, reproduce
-        from .progress import RichProgress
 
         plugins = load_plugins(ctx.obj["plugins"])
         get_recipe(name, preset, plugins)  # unknown name / missing task plugin: one line, before any work

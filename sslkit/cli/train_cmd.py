@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,12 +38,15 @@ def register(app: typer.Typer) -> None:
         ),
         config: Path | None = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: runs/TASK-BACKBONE-TIME)."),
-        resume: bool = typer.Option(
-            False,
+        resume: str | None = typer.Option(
+            None,
             "--resume",
-            help="Continue the run in --out from its last checkpoint; '--resume auto' starts it when there is none.",
+            is_flag=False,
+            flag_value="yes",
+            metavar="[auto]",
+            help="Continue the run in --out from its last checkpoint; '--resume auto' (or --resume=auto) starts it "
+            "when there is none.",
         ),
-        resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True, help="What '--resume auto' becomes."),
         device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)."),
         seed: int | None = typer.Option(None, "--seed", help="Random seed (default: 0)."),
         precision: Precision | None = typer.Option(None, "--precision", help="Compute precision (default: fp32)."),
@@ -59,7 +61,6 @@ def register(app: typer.Typer) -> None:
         from ..api import default_out, train_config
         from ..config import assemble
         from ..plugins import load_plugins
-        from .progress import make_progress
 
         plugins = load_plugins(ctx.obj["plugins"])
         flags = _flags(
@@ -74,19 +75,17 @@ def register(app: typer.Typer) -> None:
             }
         )
         cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
-        if (resume or resume_auto) and out is None:
+        if resume not in (None, "yes", "auto"):
+            raise ConfigError(f"--resume {resume}: use --resume (continue the run) or --resume auto (or start it)")
+        if resume is not None and out is None:
             raise ConfigError("--resume needs --out RUN_FOLDER: the run to continue")
         if out is None:
             out = default_out(task, cfg.backbone["name"])
-        main_process = int(os.environ.get("RANK", "0")) == 0
-        callbacks = [make_progress()] if main_process else []
-        result = train_config(
+        train_config(
             cfg,
             out,
             plugins=plugins,
-            resume="auto" if resume_auto else resume,
-            callbacks=callbacks,
-            loggers=logger if main_process else (),
+            resume={None: False, "yes": True, "auto": "auto"}[resume],
+            loggers=logger,
+            next_steps=True,
         )
-        if main_process and callbacks:
-            callbacks[0].finish(result)

@@ -52,7 +52,8 @@ from .seeds import CROP, MODULE, ORDER, PRETEXT, generator, seed_of
 from .step import forward_loss
 
 METRICS = "metrics.jsonl"
-REPORT_EVERY = 5  # steps between progress reports (each is a read-back from the device)
+REPORT_EVERY = 5  # steps between progress reports (each is a read-back from the device) ...
+REPORT_SECONDS = 2.0  # ... or sooner when steps are slow: a display never sits still for long
 
 
 @dataclass
@@ -218,7 +219,7 @@ def _train_epoch(loop: Loop, epoch: int, first: int) -> tuple[EpochMeter, float]
     if partial and place.is_main:  # the interrupted epoch's sums, counted once (rank 0)
         meter.restore(partial)
     t.model.train()
-    t0 = last_save = time.perf_counter()
+    t0 = last_save = last_report = time.perf_counter()
     lr = t.optimizer.param_groups[0]["lr"]
     batches = iterate_batches(loop.source, shares, device, c.data.workers, c.data.decode)
     for step, loaded in enumerate(batches, start=first):  # uint8 [local, C, H, W] on the device
@@ -242,8 +243,13 @@ def _train_epoch(loop: Loop, epoch: int, first: int) -> tuple[EpochMeter, float]
         if _optimizer_step(t):  # not after a step the fp16 scaler skipped (inf/NaN gradients)
             t.model.task.after_step(t.model.backbone, _step_info(loop, epoch, step))
         meter.add(out)
-        if step % REPORT_EVERY == REPORT_EVERY - 1 or step == steps - 1:
+        if (
+            step % REPORT_EVERY == REPORT_EVERY - 1
+            or step == steps - 1
+            or time.perf_counter() - last_report > REPORT_SECONDS
+        ):
             _report(loop, epoch, step, meter, (step + 1 - first) * local, t0)
+            last_report = time.perf_counter()
         last_save = _save_if_due(loop, epoch, step, meter, t0, last_save)
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the epoch's clock stops when the device has finished

@@ -31,7 +31,7 @@ from ..plugins import Plugins
 from .features import CachedFeatures, LiveFeatures, extract
 from .settings import ProbeSettings
 from .splits import ProbeSplits
-from .training import EpochHook, predict, scores, train_probe
+from .training import ProbeObserver, predict, scores, train_probe
 from .trunk import Trunk
 
 FORMAT = "sslkit.probe/1"
@@ -122,7 +122,11 @@ def _stage_shape(plan: ProbePlan, layer: str, data: ImageData, tiles: int) -> tu
 
 
 def cached_features(
-    plan: ProbePlan, splits: ProbeSplits, layers: list[str], cache: FeatureCache
+    plan: ProbePlan,
+    splits: ProbeSplits,
+    layers: list[str],
+    cache: FeatureCache,
+    observer: ProbeObserver | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """{split: {layer: features}}, extracting (one trunk pass per split) only what ``cache`` lacks.
     A split named NAME + MIRRORED is split NAME's images flipped horizontally."""
@@ -130,6 +134,7 @@ def cached_features(
     for k, d in _extract_sets(plan, splits).items():
         missing = [n for n in layers if (k, n, tiles, plan.precision) not in cache]
         if missing:
+            report = (lambda done, total, split=k: observer.on_features(split, done, total)) if observer else None
             feats = extract(
                 plan.backbone,
                 d.images,
@@ -141,6 +146,7 @@ def cached_features(
                 tiles,
                 k.endswith(MIRRORED),
                 plan.precision,
+                report,
             )
             for n, f in feats.items():
                 cache[(k, n, tiles, plan.precision)] = f
@@ -176,7 +182,7 @@ def probe_layer(
     layer: str,
     feats: dict[str, dict[str, Tensor]],
     plugins: Plugins,
-    on_epoch: EpochHook | None = None,
+    observer: ProbeObserver | None = None,
 ) -> dict[str, Any]:
     """Train the probe on one layer and score it: the layer's entry of the report."""
     s, classes = plan.settings, splits.train.classes
@@ -194,7 +200,7 @@ def probe_layer(
         plan.device,
         val=val,
         trunk=plan.backbone if s.finetune else None,
-        on_epoch=on_epoch,
+        observer=observer,
         layer=layer,
     )
     res: dict[str, Any] = {
@@ -223,7 +229,7 @@ def run_probes(
     plugins: Plugins,
     settings: ProbeSettings,
     *,
-    on_epoch: EpochHook | None = None,
+    observer: ProbeObserver | None = None,
     feature_cache: FeatureCache | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate ``settings.probe`` on each of ``settings.layers`` (default: the last
@@ -238,9 +244,9 @@ def run_probes(
         feats: dict[str, dict[str, Tensor]] = {}
         if plan.cached:
             cache = feature_cache if feature_cache is not None and len(plan.groups) == 1 else {}
-            feats = cached_features(plan, splits, group, cache)
+            feats = cached_features(plan, splits, group, cache, observer)
         for layer in group:
-            results[layer] = probe_layer(plan, splits, layer, feats, plugins, on_epoch)
+            results[layer] = probe_layer(plan, splits, layer, feats, plugins, observer)
     return probe_report(plan, splits, results)
 
 

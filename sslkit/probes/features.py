@@ -10,7 +10,7 @@ augmented batch; fine-tuning always takes this path).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -62,11 +62,12 @@ def extract(
     tiles: int = 1,
     mirror: bool = False,
     precision: str = "fp32",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Tensor]:
     """uint8 images [N, C, H, W] -> {layer: float32 features [N, ...]} on ``device``, one pass
     of the frozen trunk (eval mode) for every layer asked for (``tiles``: see :func:`run_trunk`;
     ``mirror``: of the horizontally flipped images; ``precision``: bf16/fp16 autocast, features
-    stored in float32)."""
+    stored in float32); ``on_progress(done, total)`` after every batch."""
     was_training = backbone.training
     backbone.eval()
     parts: dict[str, list[Tensor]] = {name: [] for name in layers}
@@ -80,6 +81,8 @@ def extract(
             maps = run_trunk(backbone, x, layers, tiles)
         for name, f in maps.items():
             parts[name].append(f.float())
+        if on_progress is not None:
+            on_progress(min(start + batch_size, images.shape[0]), images.shape[0])
     backbone.train(was_training)
     return {name: torch.cat(p) for name, p in parts.items()}
 

@@ -13,7 +13,7 @@ from ..run import LoadedRun
 from .evaluation import FeatureCache, run_probes
 from .settings import ProbeSettings
 from .splits import ProbeSplits, load_splits
-from .training import EpochHook
+from .training import ProbeObserver
 from .trunk import load_trunk
 
 
@@ -28,7 +28,7 @@ def probe_run(
     random_init: bool = False,
     backbone: str | None = None,
     backbone_options: Mapping[str, Any] | None = None,
-    on_epoch: EpochHook | None = None,
+    observer: ProbeObserver | None = None,
     feature_cache: FeatureCache | None = None,
 ) -> dict[str, Any]:
     """Probe a run's trunk (or a random init of it, or with no run a fresh ``backbone``) and return
@@ -46,7 +46,7 @@ def probe_run(
 
             raise ConfigError("no labelled data to probe on: give --data (a dataset name or a labelled folder)")
         splits = load_splits(name, test_data, plugins, settings, trunk.image_size)
-    report = run_probes(trunk, splits, plugins, settings, on_epoch=on_epoch, feature_cache=feature_cache)
+    report = run_probes(trunk, splits, plugins, settings, observer=observer, feature_cache=feature_cache)
     report["run"] = str(run.folder if isinstance(run, LoadedRun) else run) if run is not None else None
     return report
 

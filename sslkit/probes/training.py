@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,7 +15,16 @@ from torch import Tensor
 from ..interfaces import Backbone, Probe
 from .settings import ProbeSettings
 
-EpochHook = Callable[[str, dict[str, Any]], None]
+
+class ProbeObserver:
+    """What a probing call tells whoever watches it (the progress display of ``sslkit probe`` and
+    ``run.probe``); every method is a no-op by default."""
+
+    def on_features(self, split: str, done: int, total: int) -> None:
+        """While the frozen trunk embeds a split for the feature cache: ``done`` of ``total`` images."""
+
+    def on_epoch(self, layer: str, record: dict[str, Any]) -> None:
+        """After each epoch of the probe on ``layer``, with its history record."""
 
 
 def _epoch_order(n: int, size: int, generator: torch.Generator) -> Tensor:
@@ -111,7 +120,7 @@ def train_probe(
     *,
     val: tuple[Any, Tensor] | None = None,
     trunk: Backbone | None = None,
-    on_epoch: EpochHook | None = None,
+    observer: ProbeObserver | None = None,
     layer: str = "",
 ) -> tuple[list[dict[str, Any]], int]:
     """SGD on the probe (and the trunk at ``lr * finetune_lr_scale`` when fine-tuning) with the
@@ -143,8 +152,8 @@ def train_probe(
             if settings.select == "val" and record["val_acc"] > best[0]:
                 best = (record["val_acc"], epoch + 1, copy.deepcopy(probe.state_dict()))
         history.append(record)
-        if on_epoch is not None:
-            on_epoch(layer, record)
+        if observer is not None:
+            observer.on_epoch(layer, record)
     if settings.select == "val" and best[2] is not None:
         probe.load_state_dict(best[2])
         return history, best[1]

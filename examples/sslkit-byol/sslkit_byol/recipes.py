@@ -12,7 +12,7 @@ from __future__ import annotations
 from sslkit.reproduce.protocols import embedding_protocol
 
 BYOL_QUICK = {
-    "epochs": 12,
+    "epochs": 8,
     "precision": "fp32",
     "data": {"subset": None, "holdout": 0.05, "batch_size": 256},
     "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "exclude_norm_bias": True},

@@ -1,8 +1,10 @@
-"""The progress display of ``sslkit train`` (rich stays at the edge, out of the engine).
+"""The progress display of the two front doors, ``sslkit`` and the Python API (rich stays at the
+edge, out of the engine): training, probing, embedding and packing show the same display from
+the CLI and from ``sslkit.train`` / ``run.probe`` / ``run.embed``.
 
-On a terminal: a live bar per epoch. When the output is piped or redirected (CI logs, ``| tee``,
-``nohup``): no bar, one plain line every few steps instead, so a log file shows progress too.
-After training: what to do next with the run (probe, export, viz), with its path.
+In a terminal or a notebook (rich renders in Jupyter): a live bar. When the output is piped or
+redirected (CI logs, ``| tee``, ``nohup``): no bar, one plain line every few steps instead, so a
+log file shows progress too. After ``sslkit train``: what to do next with the run, with its path.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..interfaces import Callback
+from .interfaces import Callback
+from .probes.training import ProbeObserver
 
 
 class CountBar:
@@ -33,6 +36,7 @@ class CountBar:
             console=console or Console(stderr=True, soft_wrap=True),
             transient=transient,
         )
+        self.label = label
         self.task = self.progress.add_task(label, total=None, rate=0.0)
         self.t0 = time.perf_counter()
         self.first: int | None = None
@@ -41,12 +45,23 @@ class CountBar:
     def console(self) -> Console:
         return self.progress.console
 
+    @property
+    def live(self) -> bool:
+        return self.console.is_terminal or self.console.is_jupyter
+
     def __enter__(self) -> CountBar:
-        self.progress.start()
+        if self.live:  # a log gets one line at the end instead
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
+        console = self.progress.console
+        done = self.progress.tasks[0].completed if self.progress.tasks else 0
+        if not (console.is_terminal or console.is_jupyter) and done:  # a log: the bar showed nothing
+            seconds = time.perf_counter() - self.t0
+            console.print(f"{self.label}: {int(done)} images in {seconds:.1f} s", markup=False, highlight=False)
 
     def update(self, done: int, total: int) -> None:
         if self.first is None:
@@ -57,12 +72,32 @@ class CountBar:
 
 
 class RichProgress(Callback):
+    """A live bar per epoch, started when the epoch starts (its clock too), then a line per epoch."""
+
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.console = console or default_console()
         self.progress: Progress | None = None
         self.packing: CountBar | None = None
         self.task_id: Any = None
         self.epochs = 0
+        self.steps = 0
+
+    def _start_bar(self, epoch: int, done: int = 0) -> None:
+        """The bar of ``epoch`` (0-based), from step ``done`` (a resumed epoch starts past zero)."""
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task_id = self.progress.add_task(
+            "train", total=self.steps, completed=done, epoch=epoch + 1, epochs=self.epochs, metrics=""
+        )
 
     def on_data_progress(self, done: int, total: int) -> None:
         """Packing a folder into the store cache (once): a bar with images/s and ETA."""
@@ -95,21 +130,15 @@ class RichProgress(Callback):
         if info.get("streaming"):
             self.console.print(f"streaming from the store: {info['crop']} crops at {info['image_size']} px")
         self.console.print(f"run folder: {info['out_dir']}")
+        self.steps = int(info["steps_per_epoch"])
+        if info["start_epoch"] < self.epochs:
+            self._start_bar(int(info["start_epoch"]), int(info.get("start_step") or 0))
 
     def on_step(self, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
         if self.progress is None:
-            self.progress = Progress(
-                TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[metrics]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self.progress.start()
-            self.task_id = self.progress.add_task("train", total=steps, epoch=epoch + 1, epochs=self.epochs, metrics="")
+            self.steps = steps
+            self._start_bar(epoch)
+        assert self.progress is not None
         self.progress.update(self.task_id, completed=step, epoch=epoch + 1, metrics=metrics_text(metrics))
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
@@ -122,8 +151,12 @@ class RichProgress(Callback):
             markup=False,
             highlight=False,
         )
+        if record["epoch"] < self.epochs:  # the next epoch's bar, its clock running from now
+            self._start_bar(int(record["epoch"]))
 
-    def finish(self, result: Any) -> None:
+    def finish(self, result: Any, next_steps: bool = True) -> None:
+        if result is None:  # training failed: its error says why
+            return
         last = result.last
         if "heldout_acc" in last:
             self.console.print(
@@ -132,7 +165,8 @@ class RichProgress(Callback):
             )
         else:
             self.console.print(f"[bold green]done[/]: checkpoint {result.out_dir / 'checkpoint.pt'}")
-        self.console.print(next_steps(result.out_dir, result.config.data.name), markup=False, highlight=False)
+        if next_steps:
+            self.console.print(next_commands(result.out_dir, result.config.data.name), markup=False, highlight=False)
 
 
 class PlainProgress(RichProgress):
@@ -144,6 +178,9 @@ class PlainProgress(RichProgress):
         self.packing_announced = False
         self.every = every
         self.printed = 0
+
+    def _start_bar(self, epoch: int, done: int = 0) -> None:
+        """No live bar in a log."""
 
     def on_data_progress(self, done: int, total: int) -> None:
         # No bar in a log: a line when packing starts and one when it ends.
@@ -187,13 +224,44 @@ def epoch_text(record: dict[str, Any]) -> str:
     )
 
 
+class ProbeProgress(ProbeObserver):
+    """A probe's progress: a bar while the frozen trunk embeds each split, a line per probe epoch."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or default_console()
+        self.bar: CountBar | None = None
+
+    def on_features(self, split: str, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = CountBar(f"features: {split}", self.console).__enter__()
+        self.bar.update(done, total)
+        if done >= total:
+            self.bar.__exit__()
+            self.bar = None
+
+    def on_epoch(self, layer: str, record: dict[str, Any]) -> None:
+        self.console.print(
+            f"{layer} epoch {record['epoch']}  loss {record['train_loss']:.4f}  train {record['train_acc']:.1%}"
+            + (f"  val {record['val_acc']:.1%}" if "val_acc" in record else ""),
+            markup=False,
+            highlight=False,
+        )
+
+
+def default_console() -> Console:
+    """stderr in a terminal or a log (stdout stays for results); the cell's output in a notebook."""
+    probe = Console()
+    return Console(soft_wrap=True) if probe.is_jupyter else Console(stderr=True, soft_wrap=True)
+
+
 def make_progress(console: Console | None = None) -> RichProgress:
-    """A live bar on a terminal, plain lines when the output is piped or redirected."""
-    console = console or Console(stderr=True, soft_wrap=True)
-    return RichProgress(console) if console.is_terminal else PlainProgress(console)
+    """A live bar in a terminal or a notebook, plain lines when the output is piped or redirected."""
+    console = console or default_console()
+    live = console.is_terminal or console.is_jupyter
+    return RichProgress(console) if live else PlainProgress(console)
 
 
-def next_steps(run: Any, data: str) -> str:
+def next_commands(run: Any, data: str) -> str:
     """The commands that use a finished run, with its path filled in (shell-quoted)."""
     r = shlex.quote(str(run))
     d = "" if data == "sample" else f" --data {shlex.quote(str(data))}"
