@@ -24,7 +24,7 @@ run = sslkit.train(
     device="cpu",
     **{"backbone.width": 0.1, "backbone.blocks": 3, "data.subset": 512, "data.batch_size": 64},
 )
-run  # a short summary, not the whole module
+print(repr(run))  # a short summary, not the whole module
 
 # %% Probe: the frozen trunk's features (a bar per split), then the probe (a line per epoch).
 report = run.probe(probe="mlp", layers=["block2"], labels_per_class=30, device="cpu", options={"epochs": 3})

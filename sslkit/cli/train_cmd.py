@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
             cfg,
             out,
             plugins=plugins,
-            resume={None: False, "yes": True, "auto": "auto"}[resume],
+            resume="auto" if resume == "auto" else resume == "yes",
             loggers=logger,
             next_steps=True,
         )
