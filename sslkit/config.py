@@ -245,10 +245,10 @@ def nested(dotted: Mapping[str, Any], what: str = "key") -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ConfigError(f"{what} '{key}': '{part}' is set both as a value and a section")
         last = parts[-1]
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping):  # a section's keys as given: a dict's own keys may hold dots
             if last in node and not isinstance(node[last], dict):
                 raise ConfigError(f"{what} '{key}': '{last}' is set both as a value and a section")
-            node[last] = deep_merge(node.get(last, {}), nested(value, what))
+            node[last] = deep_merge(node.get(last, {}), dict(value))
         elif isinstance(node.get(last), dict):
             raise ConfigError(f"{what} '{key}': '{last}' is set both as a value and a section")
         else:

@@ -200,3 +200,34 @@ def test_resume_with_a_different_world_size(tmp_path):
     assert one.returncode == 0, one.stderr[-3000:]
     assert "resuming after epoch 1" in one.stderr
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def _options(command, path=()):
+    """(command path, option) for every visible option of every command (typer's click, walked)."""
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from _options(sub, (*path, name))
+        return
+    for p in command.params:
+        if getattr(p, "param_type_name", "") == "option" and not p.hidden:
+            yield " ".join(path), p
+
+
+def test_every_short_flag_means_one_thing_and_every_option_has_help():
+    import typer
+
+    from sslkit.cli import build_app
+
+    meanings: dict[str, set[str]] = {}
+    missing = []
+    for path, option in _options(typer.main.get_command(build_app())):
+        long = next((o for o in option.opts if o.startswith("--")), option.opts[0])
+        for flag in option.opts + option.secondary_opts:
+            if len(flag) == 2 and flag[1] != "-":
+                meanings.setdefault(flag, set()).add(long)
+        if not (option.help or "").strip():
+            missing.append(f"sslkit {path} {long}")
+    conflicts = {flag: sorted(longs) for flag, longs in meanings.items() if len(longs) > 1}
+    assert not conflicts, f"short flags with several meanings: {conflicts}"
+    assert not missing, f"options without help text: {missing}"
+    assert meanings["-o"] == {"--out"} and meanings["-s"] == {"--set"}  # the walk sees every command

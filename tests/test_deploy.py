@@ -150,7 +150,7 @@ def test_cli_embed_and_neighbors(encoder_file, images, tmp_path, capsys):
 
     png = tmp_path / "nn.png"
     code, _, err = _cli(
-        capsys, "neighbors", out, images / "img0.png", "--random", "2", "-k", "3", "-o", png, "--tile", "32"
+        capsys, "neighbors", out, images / "img0.png", "--random", "2", "--neighbors", "3", "-o", png, "--tile", "32"
     )
     assert code == 0 and "3 queries x 3 neighbours" in err
     with Image.open(png) as im:

@@ -349,7 +349,7 @@ def test_neighbors_warns_about_missing_images(tmp_path):
     save_collection(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32), files, {})
     files[1].unlink()
     files[3].unlink()
-    result = sslkit("neighbors", tmp_path / "emb.npy", "--random", "4", "-k", "3", "-o", tmp_path / "grid.png")
+    result = sslkit("neighbors", tmp_path / "emb.npy", "--random", "4", "--neighbors", "3", "-o", tmp_path / "grid.png")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "2 of the 4 images" in warnings[0] and "grey" in warnings[0], result.stderr

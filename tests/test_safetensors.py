@@ -86,7 +86,7 @@ def test_torchvision_resnet18_loads_the_file(tmp_path, plugins):
 
 def test_errors(tmp_path, plugins, capsys):
     _fake_run(tmp_path / "run", plugins, ["backbone.blocks=3", "backbone.width=0.1"], "nin", blocks=3, width=0.1)
-    with pytest.raises(ExportError, match="no torchvision equivalent"):
+    with pytest.raises(ExportError, match="no torchvision or timm equivalent"):
         export_safetensors(tmp_path / "run", tmp_path / "x.safetensors", torchvision=True, plugins=plugins)
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ExportError, match="cannot read"):
@@ -94,4 +94,4 @@ def test_errors(tmp_path, plugins, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(tmp_path / "run"), "--format", "safetensors", "--pool", "flatten"])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "has no option 'pool'; its options: torchvision" in err and err.count("\n") == 1
+    assert exit_.value.code == 2 and "has no option 'pool'; its options: native, torchvision" in err and err.count("\n") == 1

@@ -121,3 +121,50 @@ def test_train_probe_export_from_the_cli(tmp_path, capsys, plugins):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), sslkit.load(run, plugins=plugins).backbone(x))
+
+
+@pytest.mark.parametrize("model", ["timm/vit_tiny_patch16_224", "timm/convnext_atto"])
+def test_a_vit_and_a_convnext_train_one_tiny_epoch_at_32_px(tmp_path, plugins, model):
+    """Built at the run's training size (a ViT's img_size comes from the data, recorded in the
+    checkpoint's config), checked with one forward before anything is written."""
+    run = sslkit.train(
+        "rotation", tmp_path / "run", backbone=model, data="sample", plugins=plugins, epochs=1, device="cpu",
+        progress=False, **{"data.subset": 32, "data.batch_size": 16, "data.holdout": 0.25},
+    )  # fmt: skip
+    assert run.history[-1]["train_loss"] > 0
+    if "vit" in model:
+        assert run.config["backbone"]["image_size"] == 32
+
+
+def test_a_backbone_that_cannot_take_the_size_is_one_line_before_any_folder(tmp_path, plugins):
+    from sslkit.errors import SSLKitError
+
+    with pytest.raises(SSLKitError) as err:
+        sslkit.train(
+            "rotation", tmp_path / "run", backbone="timm/vit_tiny_patch16_224", data="sample", plugins=plugins,
+            epochs=1, device="cpu", progress=False,
+            **{"backbone.image_size": 224, "data.subset": 32, "data.batch_size": 16},
+        )  # fmt: skip
+    assert "fails on 32-px images" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_timm_export_loads_strictly_into_timm_itself(tmp_path, plugins):
+    """``--native`` (alias ``--torchvision``): timm's own key names, loaded with strict=True into
+    timm.create_model(name, num_classes=0), which then gives the same features."""
+    from safetensors.torch import load_file
+
+    run = sslkit.train(
+        "rotation", tmp_path / "run", backbone="timm/resnet18", data="sample", plugins=plugins, epochs=1,
+        device="cpu", progress=False, **{"data.subset": 32, "data.batch_size": 16, "data.holdout": 0.25},
+    )  # fmt: skip
+    report = run.export(tmp_path / "r18.safetensors", format="safetensors", native=True)
+    model = timm.create_model("resnet18", num_classes=0)
+    model.load_state_dict(load_file(str(report.path)), strict=True)
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = run.backbone(x)[run.backbone.last_stage.name]
+        theirs = model.forward_features(x)
+    torch.testing.assert_close(ours, theirs)
+    assert "timm.create_model('resnet18', num_classes=0)" in "\n".join(report.summary())

@@ -69,7 +69,8 @@ def test_filters_and_curves_png(run, tmp_path):
     out = tmp_path / "curves.png"
     assert _cli("viz", "curves", str(run), "-o", str(out)) == 0
     img = np.asarray(Image.open(out).convert("RGB"))
-    assert img.shape == (320, 960, 3)
+    h, w, _ = img.shape  # matplotlib's tight layout: the size follows the panels and labels
+    assert 250 <= h <= 600 and 700 <= w <= 1400, img.shape
     blue = np.all(img == (31, 119, 180), axis=-1).sum()  # the training series is drawn
     assert blue > 100
 

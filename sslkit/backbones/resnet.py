@@ -48,6 +48,10 @@ class ResNet18(Backbone):
             Stage("layer4", 512, 8 * s),
         )
 
+    def native_state_dict(self) -> dict:
+        """The weights under torchvision's own key names (``torchvision.models.resnet18``)."""
+        return self.torchvision_state_dict()
+
     def torchvision_state_dict(self) -> dict:
         rename = {"blocks.stem.0.": "conv1.", "blocks.stem.1.": "bn1.", "blocks.": ""}
         out = {}

@@ -53,6 +53,12 @@ class TimmConfig(Config):
     out_indices: tuple[int, ...] | None = Field(
         None, description="which of timm's feature levels become stages (default: all)"
     )
+    image_size: int | None = Field(
+        None, ge=8, le=4096, description="input size the model is built for (a ViT's img_size; default: the run's)"
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="more keyword arguments for timm.create_model (e.g. drop_path_rate)"
+    )
 
 
 def _stage_name(module: str) -> str:
@@ -74,6 +80,24 @@ def _chain_blocks(features: nn.Module, modules: Sequence[str]) -> OrderedDict[st
             blocks[_stage_name(remaining.pop(0))] = nn.Sequential(pending)
             pending = OrderedDict()
     return blocks if not remaining else None
+
+
+def _create(timm: Any, name: str, kwargs: dict[str, Any], image_size: int | None) -> Any:
+    """``timm.create_model`` at ``image_size`` where the model takes one (vision transformers'
+    ``img_size``; convolutional nets take any size and refuse the keyword)."""
+    try:
+        if image_size is not None:
+            try:
+                return timm.create_model(name, img_size=image_size, **kwargs)
+            except TypeError as exc:
+                if "img_size" not in str(exc):
+                    raise
+        return timm.create_model(name, **kwargs)
+    except (RuntimeError, ValueError, TypeError, AssertionError) as exc:  # e.g. no features_only support
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise PluginError(
+            f"timm cannot build '{name}' with features_only=True ({first}); choose another model"
+        ) from None
 
 
 class TimmBackbone(Backbone):
@@ -104,15 +128,15 @@ class TimmBackbone(Backbone):
         if not self.model_name:
             raise PluginError(f"build timm backbones by name: sslkit.create_backbone('{PREFIX}resnet18')")
         timm = _timm()
-        kwargs: dict[str, Any] = {"pretrained": config.pretrained, "in_chans": config.in_chans, "features_only": True}
+        kwargs: dict[str, Any] = {
+            **config.kwargs,
+            "pretrained": config.pretrained,
+            "in_chans": config.in_chans,
+            "features_only": True,
+        }
         if config.out_indices is not None:
             kwargs["out_indices"] = config.out_indices
-        try:
-            features = timm.create_model(self.model_name, **kwargs)
-        except (RuntimeError, ValueError, TypeError) as exc:  # e.g. no features_only support
-            raise PluginError(
-                f"timm cannot build '{self.model_name}' with features_only=True ({exc}); choose another model"
-            ) from None
+        features = _create(timm, self.model_name, kwargs, config.image_size)
         info = features.feature_info.get_dicts()
         modules = [d["module"] for d in info]
         self.stages = tuple(Stage(_stage_name(d["module"]), int(d["num_chs"]), int(d["reduction"])) for d in info)
@@ -122,6 +146,18 @@ class TimmBackbone(Backbone):
             self.features: nn.Module | None = None
         else:
             self.features = features
+
+    def native_state_dict(self) -> dict[str, Tensor]:
+        """The weights under timm's own key names: they load with ``strict=True`` into
+        ``timm.create_model(name, num_classes=0)`` (the model without its classifier, which
+        ``features_only`` drops too)."""
+        if self.features is not None:
+            raise PluginError(
+                f"timm model '{self.model_name}' is not a chain of modules in sslkit (its features come from "
+                "hooks): export sslkit's own key names (drop --native)"
+            )
+        # blocks.<stage>.<timm top-level module>.<rest> -> <timm top-level module>.<rest>
+        return {key.split(".", 2)[2]: value for key, value in self.state_dict().items()}
 
     def forward(self, x: Tensor, stages: Sequence[str] | None = None) -> dict[str, Tensor]:
         if self.features is None:

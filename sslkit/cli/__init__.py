@@ -23,8 +23,21 @@ class _OneLine(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at each record (like logging's last-resort handler):
+    a stream bound once would outlive a notebook's or a test's replaced stderr."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_OneLine())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -135,10 +148,31 @@ def build_app() -> typer.Typer:
     return app
 
 
+def optional_resume_value(args: list[str]) -> list[str]:
+    """Spell `--resume` and `--resume auto` as `--resume=yes` and `--resume=auto`.
+
+    typer has no option whose value may be left out (click's `flag_value` is not passed through),
+    so the one option of that shape is given its value here, before parsing.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--":
+            return out + args[i:]
+        if args[i] == "--resume":
+            takes_next = i + 1 < len(args) and args[i + 1] == "auto"
+            out.append("--resume=auto" if takes_next else "--resume=yes")
+            i += 2 if takes_next else 1
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors are typer's (exit 2); errors the user can fix are one line, exit 2."""
     app = build_app()
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = optional_resume_value(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="sslkit")  # standalone: exits itself on success and usage errors
     except SSLKitError as exc:

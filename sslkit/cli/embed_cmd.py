@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(
             None, "--threads", min=1, help="onnxruntime intra-op threads (default: all cores)."
         ),
-        workers: int | None = typer.Option(None, "--workers", min=1, help="Image-decoding threads (default: up to 8)."),
+        workers: int | None = typer.Option(
+            None, "--decode-threads", min=1, help="Image-decoding threads (default: up to 8)."
+        ),
         restart: bool = typer.Option(
             False, "--restart", help="Ignore the progress of an unfinished earlier run into the same --out."
         ),
@@ -69,7 +71,7 @@ def register(app: typer.Typer) -> None:
             min=0,
             help="Also draw this many queries at random from the collection (default: 8 when no QUERIES).",
         ),
-        k: int = typer.Option(8, "-k", min=1, max=64, help="Neighbours per query."),
+        k: int = typer.Option(8, "--neighbors", min=1, max=64, help="Neighbours per query."),
         out: Path = typer.Option(Path("neighbors.png"), "--out", "-o", help="PNG grid to write."),
         model: Path | None = typer.Option(
             None, "--model", help="Encoder for queries outside the collection (default: the one that embedded it)."

@@ -61,8 +61,10 @@ def register(app: typer.Typer) -> None:
         ),
         torchvision: bool = typer.Option(
             False,
+            "--native",
             "--torchvision",
-            help="torch, safetensors: key names of the torchvision model itself (resnet18).",
+            help="torch, safetensors: key names of the model's own library (torchvision's for resnet18, timm's for "
+            "timm/<model>).",
         ),
         sets: list[str] = typer.Option(
             [], "--set", "-s", help="Any option of the format: --set layer=block2 (repeatable; for plugins' formats)."

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @app.command("new-plugin")
     def new_plugin_command(
         name: str = typer.Argument(..., help="Name to register, e.g. flip (lowercase, digits, '_')."),
-        kind: str = typer.Option("task", "--kind", "-k", help="What the plugin provides: task, backbone or probe."),
+        kind: str = typer.Option("task", "--kind", help="What the plugin provides: task, backbone or probe."),
         out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to create sslkit-NAME/ in."),
     ) -> None:
         """Write a plugin package: pyproject with entry point, working code, conformance test, README."""

@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the report [default: the run folder]."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="Seeds the splits, the random init and the probe's training."),
     ) -> None:
         """Train and evaluate a probe; writes probe.json (probe-random-init.json with --random-init)."""
         from rich.console import Console

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Argument(..., help="Pretext task, e.g. rotation or context."),
         out: Path = typer.Option(Path("batch.png"), "--out", "-o", help="PNG file to write."),
         data: str | None = typer.Option(None, "--data", "-d", help="Dataset name or image folder [default: sample]."),
-        images: int = typer.Option(4, "--images", "-n", min=1, max=64, help="How many images to draw from the data."),
+        images: int = typer.Option(4, "--count", "-n", min=1, max=64, help="How many images to draw from the data."),
         backbone: str | None = typer.Option(
             None, "--backbone", "-b", help="Backbone (the task may build its head for it)."
         ),

@@ -41,9 +41,7 @@ def register(app: typer.Typer) -> None:
         resume: str | None = typer.Option(
             None,
             "--resume",
-            is_flag=False,
-            flag_value="yes",
-            metavar="[auto]",
+            metavar="[auto]",  # a bare --resume is given the value 'yes' by cli.optional_resume_value
             help="Continue the run in --out from its last checkpoint; '--resume auto' (or --resume=auto) starts it "
             "when there is none.",
         ),

@@ -32,10 +32,10 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         run: Path = typer.Argument(..., help="Run folder of 'sslkit train'."),
         images: list[Path] = typer.Argument(..., help="Image files."),
-        out: Path = typer.Option(Path("attention.png"), "--out", "-o"),
+        out: Path = typer.Option(Path("attention.png"), "--out", "-o", help="PNG to write."),
         stages: str | None = typer.Option(None, "--stages", help="Comma-separated stages [default: all]."),
         power: float | None = typer.Option(
-            None, "--power", "-p", help="One p for every stage [default: 1, 2, 4 from shallow to deep]."
+            None, "--power", help="One p for every stage [default: 1, 2, 4 from shallow to deep]."
         ),
     ) -> None:
         """Attention maps (paper Figure 3): per stage, sum over channels of |activation|^p."""
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
     def filters(
         ctx: typer.Context,
         run: Path = typer.Argument(..., help="Run folder of 'sslkit train'."),
-        out: Path = typer.Option(Path("filters.png"), "--out", "-o"),
+        out: Path = typer.Option(Path("filters.png"), "--out", "-o", help="PNG to write."),
     ) -> None:
         """First-layer filters as a grid (paper Figure 4), each scaled to its own range."""
         from ..viz.pictures import filters_figure, first_conv
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
     @viz.command("curves")
     def curves(
         run: Path = typer.Argument(..., help="Run folder of 'sslkit train' (or its metrics.jsonl)."),
-        out: Path = typer.Option(Path("curves.png"), "--out", "-o"),
+        out: Path = typer.Option(Path("curves.png"), "--out", "-o", help="PNG to write."),
     ) -> None:
         """Pretext loss and accuracy per epoch, training and held-out, from metrics.jsonl."""
         from ..viz.pictures import curves_figure, read_metrics

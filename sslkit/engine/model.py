@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data.batches import Batch
-from ..errors import ConfigError
+from ..errors import ConfigError, PluginError, SSLKitError
 from ..factory import create_backbone, create_task
 from ..interfaces import Backbone, PretextTask
 from ..plugins import Plugins
@@ -46,6 +46,41 @@ class PretextModel(nn.Module):
 
     def forward(self, inputs: Any) -> Any:
         return self.task(self.backbone, inputs)
+
+
+def sized_backbone(config: RunConfig, size: int, plugins: Plugins) -> RunConfig:
+    """A backbone whose options include ``image_size`` (models built for one input size, such as a
+    vision transformer) gets the run's training size when none was given; the checkpoint's
+    config then says what it was built for."""
+    spec = config.backbone
+    fields = plugins.backbones.get(spec["name"]).Config.model_fields
+    if "image_size" not in fields or spec.get("image_size") is not None:
+        return config
+    return config.model_copy(update={"backbone": {**spec, "image_size": size}})
+
+
+def check_forward(model: PretextModel, pipeline: InputPipeline, channels: int, config: RunConfig) -> None:
+    """One forward pass on two blank images before anything is written: a backbone that cannot
+    take the training size, or a task that does not fit the backbone, is a one-line error naming
+    both, not a traceback after the run folder was made."""
+    x = torch.zeros(2, channels, pipeline.size, pipeline.size, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            inputs, _ = model.task.prepare(pipeline.train(Batch(x), g), g)
+            model(inputs)
+    except SSLKitError:
+        raise
+    except Exception as exc:  # plugin code: any failure is this pairing's, with its own first line
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise PluginError(
+            f"task '{config.task['name']}' on backbone '{config.backbone['name']}' fails on {pipeline.size}-px "
+            f"images ({type(exc).__name__}: {first}); check data.image_size and the backbone's options"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 def build_model(config: RunConfig, plugins: Plugins) -> PretextModel:

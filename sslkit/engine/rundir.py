@@ -53,6 +53,8 @@ def resumed_config(stored: dict[str, Any], requested: RunConfig) -> tuple[RunCon
     for key in ("mean", "std"):  # filled in from the data at the first start
         if new["data"][key] is None:
             new["data"][key] = was["data"][key]
+    if new["backbone"].get("image_size", 0) is None:  # filled in with the training size at the first start
+        new["backbone"]["image_size"] = was["backbone"].get("image_size")
     for key in RESUMABLE_DATA_KEYS:
         new["data"][key] = was["data"][key]
     for key in sorted(set(new) | set(was)):

@@ -41,7 +41,7 @@ from .distributed import Placement, setup, teardown
 from .evaluation import evaluate, precise_batchnorm
 from .inputs import InputPipeline, make_crop, make_pipeline
 from .metrics import EpochMeter
-from .model import Trainee, build_model, build_trainee
+from .model import Trainee, build_model, build_trainee, check_forward, sized_backbone
 from .monitor import KnnMonitor, build_monitor
 from .optim import set_group_lrs
 from .precise_bn import PRECISE_BELOW_STEPS
@@ -133,6 +133,7 @@ def train(
     plugins = plugins or load_plugins()
     out_dir = Path(out_dir)
     place: Placement = setup(config.device, config.dist_timeout_minutes)
+    new_folder = not out_dir.exists()
     try:
         with RunLock(out_dir) if place.is_main else nullcontext():  # one writer per run folder
             loop = _start(config, out_dir, plugins, resume, list(callbacks), place)
@@ -141,6 +142,10 @@ def train(
                 meter, lr = _train_epoch(loop, epoch, first)
                 _end_epoch(loop, epoch, meter, lr)
             return TrainResult(out_dir, loop.config, loop.history)
+    except BaseException:
+        if new_folder and place.is_main and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a run that failed before writing anything leaves no folder behind
+        raise
     finally:
         teardown(place)
 
@@ -162,8 +167,10 @@ def _start(
     crop = make_crop(config, data.train, data.description)
     if state is not None:
         check_resumable(state, config, data.fingerprint, data.images)
+    config = sized_backbone(config, crop.size, plugins)
     model = build_model(config, plugins)
     pipeline = make_pipeline(config, crop, model.task, data.channels)
+    check_forward(model, pipeline, data.channels, config)  # before anything is written
     steps = max(1, len(data.train) // config.data.batch_size)  # the last partial batch dropped: equal steps
     model.task.setup(run_info(config, steps, place, crop.size))  # before a resume loads the task's state
     monitor = build_monitor(config, plugins, model.backbone, crop) if place.is_main else None

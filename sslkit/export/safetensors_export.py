@@ -46,6 +46,11 @@ class SafetensorsExport:
     def snippet(self) -> str:
         """Python that loads the file, for the user to copy."""
         load = f"safetensors.torch.load_file({str(self.path)!r})"
+        if self.torchvision and self.backbone.startswith("timm/"):
+            return (
+                f"import safetensors.torch, timm\nmodel = timm.create_model({self.backbone[5:]!r}, num_classes=0)\n"
+                f"model.load_state_dict({load}, strict=True)"
+            )
         if self.torchvision:
             return (
                 "import safetensors.torch, torchvision\n"
@@ -65,7 +70,7 @@ def export_safetensors(
     name, options, state = backbone_weights(r, torchvision)
     metadata = {
         "format": FORMAT,
-        "keys": "torchvision" if torchvision else "sslkit",
+        "keys": ("timm" if name.startswith("timm/") else "torchvision") if torchvision else "sslkit",
         "backbone": json.dumps(r.config["backbone"]),
         "stages": json.dumps([[s.name, s.channels, s.stride] for s in r.backbone.stages]),
         "input_shape": json.dumps(list(r.input_shape)),
@@ -103,7 +108,7 @@ def load_safetensors(path: str | Path, plugins: Plugins | None = None) -> Backbo
     meta = read_metadata(path)
     if meta["keys"] != "sslkit":
         raise ExportError(
-            f"'{path}' has torchvision key names: load it into the torchvision model (see 'sslkit export --help')"
+            f"'{path}' has {meta['keys']} key names: load it into the {meta['keys']} model (see 'sslkit export --help')"
         )
     backbone = build_backbone(json.loads(meta["backbone"]), plugins or load_plugins())
     backbone.load_state_dict(load_file(str(path)), strict=True)
@@ -118,4 +123,4 @@ class SafetensorsExporter(Exporter):
     description = "the backbone's weights plus the run's description in the metadata (nothing that runs code)"
 
     def export(self, run: LoadedRun, out: Path, plugins: Plugins) -> SafetensorsExport:
-        return export_safetensors(run, out, torchvision=self.config.torchvision, plugins=plugins)  # type: ignore[attr-defined]
+        return export_safetensors(run, out, torchvision=self.config.native_keys, plugins=plugins)  # type: ignore[attr-defined]

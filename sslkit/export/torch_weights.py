@@ -38,6 +38,11 @@ class TorchExport:
 
     def snippet(self) -> str:
         """Python that loads the file, for the user to copy."""
+        if self.torchvision and self.backbone.startswith("timm/"):
+            return (
+                f"import torch, timm\nmodel = timm.create_model({self.backbone[5:]!r}, num_classes=0)\n"
+                f"model.load_state_dict(torch.load({str(self.path)!r}, weights_only=True), strict=True)"
+            )
         if self.torchvision:
             stem = ""
             if self.options.get("small_stem", True):  # sslkit's default CIFAR stem (see backbones/resnet.py)
@@ -60,17 +65,19 @@ class TorchExport:
 
 
 def backbone_weights(r: LoadedRun, torchvision: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
-    """(backbone name, its options, its weights) of a run: sslkit's keys, or torchvision's.
+    """(backbone name, its options, its weights) of a run: sslkit's keys, or (``torchvision``, the
+    ``native`` option) the key names of the model's own library: torchvision's for ``resnet18``,
+    timm's for ``timm/<model>`` (backbones with ``native_state_dict()``).
 
     Each tensor gets its own contiguous CPU storage (no views into the checkpoint): a small file,
     and safetensors refuses shared or strided views."""
     name = r.config["backbone"]["name"]
     options = {k: v for k, v in r.config["backbone"].items() if k != "name"}
     if torchvision:
-        convert = getattr(r.backbone, "torchvision_state_dict", None)
+        convert = getattr(r.backbone, "native_state_dict", None)
         if convert is None:
             raise ExportError(
-                f"backbone '{name}' has no torchvision equivalent; drop --torchvision to export sslkit's own keys"
+                f"backbone '{name}' has no torchvision or timm equivalent; drop --native to export sslkit's own keys"
             )
         state = convert()
     else:
@@ -90,9 +97,16 @@ def export_torch(
 
 
 class WeightsOptions(Config):
-    torchvision: bool = Field(
-        False, description="key names of the torchvision model itself (resnet18; replace its stem for small_stem runs)"
+    native: bool = Field(
+        False,
+        description="key names of the model's own library: torchvision's for resnet18 (replace its stem for "
+        "small_stem runs), timm's for timm/<model> (timm.create_model(name, num_classes=0) loads them strictly)",
     )
+    torchvision: bool = Field(False, description="the name native had for resnet18: the same switch")
+
+    @property
+    def native_keys(self) -> bool:
+        return self.native or self.torchvision
 
 
 class TorchExporter(Exporter):
@@ -103,4 +117,4 @@ class TorchExporter(Exporter):
     description = "the backbone's state_dict alone"
 
     def export(self, run: LoadedRun, out: Path, plugins: Plugins) -> TorchExport:
-        return export_torch(run, out, torchvision=self.config.torchvision, plugins=plugins)  # type: ignore[attr-defined]
+        return export_torch(run, out, torchvision=self.config.native_keys, plugins=plugins)  # type: ignore[attr-defined]

@@ -46,7 +46,7 @@ class RunInfo:
     )
 
     def normalize(self, images: Tensor) -> Tensor:
-        """Pixels in [0, 1] [B, C, H, W] -> normalised with the run's mean/std (for tasks that
+        """Pixels in [0, 1], shape `[B, C, H, W]` -> normalised with the run's mean/std (for tasks that
         ask for raw pixels and transform them first)."""
         key = (str(images.device), images.dtype)
         if key not in self._stats:  # built once per device: no host-to-device copy per step
