@@ -59,7 +59,7 @@ class CountBar:
             self.progress.stop()
         console = self.progress.console
         done = self.progress.tasks[0].completed if self.progress.tasks else 0
-        failed = exc[0] is not None  # the error's own line says what happened
+        failed = bool(exc) and exc[0] is not None  # the error's own line says what happened
         if not (console.is_terminal or console.is_jupyter) and done and not failed:  # a log: the bar showed nothing
             seconds = time.perf_counter() - self.t0
             console.print(f"{self.label}: {int(done)} images in {seconds:.1f} s", markup=False, highlight=False)

@@ -122,7 +122,7 @@ def test_export_and_probe_from_the_run(run, tmp_path):
     assert result.tensors == len(torch.load(tmp_path / "b.pt", weights_only=True))
     with pytest.raises(UnknownNameError, match="unknown export format 'pickle'.*known: onnx, safetensors, torch"):
         run.export(tmp_path / "b.x", format="pickle")
-    with pytest.raises(ConfigError, match="--format torch has no option 'layer'; its options: torchvision"):
+    with pytest.raises(ConfigError, match="--format torch has no option 'layer'; its options: native, torchvision"):
         run.export(tmp_path / "b.x", format="torch", layer="block2")
     report = run.probe(probe="knn", layers=["block2"], labels_per_class=20, device="cpu")
     assert set(report["layers"]) == {"block2"} and 0.0 <= report["layers"]["block2"]["test_acc"] <= 1.0

@@ -86,7 +86,7 @@ def test_configuration_page_lists_every_key_with_type_and_default(site):
         _, kind, shown, _ = rows[key]
         assert kind, key
         assert shown == default, (key, shown, default)
-    assert rows["data.batch_size"][1] == "int (≥ 1, ≤ 65536)" and rows["optim.name"][1] == '"sgd" or "adamw"'
+    assert rows["data.batch_size"][1] == "int (≥ 1, ≤ 65536)" and rows["optim.name"][1] == '"sgd" or "adamw" or "lars"'
     assert rows["data.batch_size"][3].startswith("images per step")
     # each first-party task's and backbone's own options
     for key in ("task.angles", "task.patch_size", "backbone.blocks", "backbone.small_stem"):

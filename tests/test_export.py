@@ -200,7 +200,7 @@ def test_torch_weights_load_strict_with_same_features(run_dir, plugins, tmp_path
     torch.testing.assert_close(
         fresh.eval()(x, fresh.stage_names), trained.eval()(x, trained.stage_names), rtol=0, atol=0
     )
-    with pytest.raises(ExportError, match="no torchvision equivalent"):
+    with pytest.raises(ExportError, match="no torchvision or timm equivalent"):
         export_torch(run_dir, tmp_path / "x.pt", torchvision=True, plugins=plugins)
 
 

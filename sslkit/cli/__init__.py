@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+from typing import TextIO
 
 import typer
 
@@ -23,12 +24,12 @@ class _OneLine(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is at each record (like logging's last-resort handler):
     a stream bound once would outlive a notebook's or a test's replaced stderr."""
 
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
