@@ -21,7 +21,7 @@ from .callback import Callback
 from .exporter import Exporter, ExportReport
 from .probe import Probe, ProbeConfig
 from .recipe import ProbeJob, Recipe
-from .task import Loss, PretextTask, RunInfo, StepInfo, as_loss
+from .task import Loss, PretextTask, RunInfo, StepInfo, as_loss, copy_generator
 from .views import View
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "StepInfo",
     "View",
     "as_loss",
+    "copy_generator",
 ]
