@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .mappings import deep_merge
 from .registry import suggest
 
 if TYPE_CHECKING:
@@ -265,16 +266,6 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set backbone.width=0.5")
         pairs[key.strip()] = parse_value(value.strip())
     return nested(pairs, "--set")
-
-
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

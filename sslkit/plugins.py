@@ -33,7 +33,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
-from .registry import Provider, Registry, suggest
+from .registry import MIX, Provider, Registry, suggest
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,20 @@ class Selection:
                 )
 
 
+def _mix(name: str, tasks: Registry[Any]) -> Any:
+    """The pretext task that trains the registered tasks of ``name`` ("rotation+context") at once."""
+    from .tasks.composite import composite_class  # torch: imported only when a mix is asked for
+
+    return composite_class(name, tasks)
+
+
 @dataclass
 class Plugins:
     """The loaded plugins and the registries they filled. Build with :func:`load_plugins`."""
 
     manager: pluggy.PluginManager
     records: list[PluginRecord] = field(default_factory=list)
-    tasks: Registry[Any] = field(default_factory=lambda: Registry("pretext task"))
+    tasks: Registry[Any] = field(default_factory=lambda: Registry("pretext task", compose=_mix))
     backbones: Registry[Any] = field(default_factory=lambda: Registry("backbone"))
     probes: Registry[Any] = field(default_factory=lambda: Registry("probe"))
     datasets: Registry[Any] = field(default_factory=lambda: Registry("dataset"))
@@ -222,6 +229,8 @@ def _check_registered(attr: str, name: object, obj: Any) -> None:
     base = classes.get(attr)
     if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
         raise TypeError(f"{name!r} is not a subclass of sslkit.{base.__name__}")
+    if attr == "tasks" and isinstance(name, str) and MIX in name:
+        raise TypeError(f"pretext task name {name!r}: '{MIX}' joins the tasks of a mix (rotation{MIX}context)")
     if attr == "datasets" and not callable(obj):
         raise TypeError(f"dataset {name!r} is not a callable loader")
     if attr == "recipes":

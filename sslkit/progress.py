@@ -217,12 +217,17 @@ def metrics_text(metrics: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
+def _label(key: str) -> str:
+    """``heldout_acc`` -> ``held-out acc``; a mix's ``context/heldout_acc`` -> ``context/held-out acc``."""
+    part, sep, last = key.rpartition("/")
+    return part + sep + last.replace("train_", "").replace("heldout_", "held-out ").replace("_", " ")
+
+
 def epoch_text(record: dict[str, Any]) -> str:
-    """An epoch's record in one line: every train_, heldout_ and monitor (knn) figure."""
-    keys = [k for k in record if k.startswith(("train_", "heldout_")) or "knn" in k]
-    return "  ".join(
-        _value(k.replace("train_", "").replace("heldout_", "held-out ").replace("_", " "), record[k]) for k in keys
-    )
+    """An epoch's record in one line: every train_, heldout_ (a mix's tasks' too: ``rotation/train_loss``)
+    and monitor (knn) figure."""
+    keys = [k for k in record if k.rpartition("/")[2].startswith(("train_", "heldout_")) or "knn" in k]
+    return "  ".join(_value(_label(k), record[k]) for k in keys)
 
 
 class ProbeProgress(ProbeObserver):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +19,9 @@ FIRST_PARTY: dict[str, tuple[str, str]] = {
     "rotnet-cifar10": ("reproduction", "sslkit-rotation"),
     "context-cifar10": ("reproduction", "sslkit-context"),
 }
+
+
+MIX = "+"  # joins registered names into a mix (pretext tasks: "rotation+context")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class Registry(Generic[T]):
     load_failures: dict[str, str] = field(default_factory=dict)
     # ... or which the selection disabled: {plugin: "built-in" or ""}.
     disabled: dict[str, str] = field(default_factory=dict)
+    # Names joined with MIX ("rotation+context") built from registered ones (pretext tasks:
+    # sslkit.tasks.composite), once per name and table; None: such names are unknown.
+    compose: Callable[[str, Registry[T]], T] | None = field(default=None, repr=False, compare=False)
+    _composed: dict[str, Entry[T]] = field(default_factory=dict, repr=False, compare=False)
 
     def register(self, name: str, obj: T, provider: Provider) -> None:
         if not isinstance(name, str) or not name or name != name.strip():
@@ -100,10 +107,19 @@ class Registry(Generic[T]):
         except KeyError:
             if name in self._conflicts:
                 raise DuplicateNameError(self.conflict_message(name)) from None
+            if self.compose is not None and isinstance(name, str) and MIX in name:
+                return self._mix(name)
             family = self._family(name)
             if family is not None:
                 return family
             raise UnknownNameError(self._unknown(name)) from None
+
+    def _mix(self, name: str) -> Entry[T]:
+        """A mix of registered names, built once per name (its parts' errors raised as they come)."""
+        if name not in self._composed:
+            assert self.compose is not None
+            self._composed[name] = Entry(name, self.compose(name, self), Provider("sslkit"))
+        return self._composed[name]
 
     def _family(self, name: str) -> Entry[T] | None:
         """``prefix/rest`` when ``prefix/`` is registered: a family of names (``timm/resnet18``)

@@ -18,8 +18,8 @@ LAYERS: list[list[str]] = [
     ["probes", "export", "testing", "pytest_plugin", "scaffold", "scaffold_templates"],
     ["engine", "viz", "loggers"],
     ["data", "factory", "run", "checkpoint", "deploy", "embed_stream", "retrieval", "backbones", "distributed", "knn"],
-    ["plugins", "registry", "interfaces", "config"],
-    ["hookspecs", "files", "errors", "images"],
+    ["plugins", "registry", "interfaces", "config", "tasks"],
+    ["hookspecs", "files", "errors", "images", "mappings"],
 ]
 MAX_FUNCTION_LINES = 80
 

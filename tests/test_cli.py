@@ -58,6 +58,22 @@ BAD = {
         "unknown config key 'task.views.0.sizee'",
     ),
     "unknown device": (["train", "rotation", "--device", "tpu"], "--device 'tpu'"),
+    "an unknown task in a mix": (
+        ["train", "rotation+contxt"],
+        "the mix 'rotation+contxt': unknown pretext task 'contxt' (did you mean 'context'?)",
+    ),
+    "a weight for a task not in the mix": (
+        ["train", "rotation+context", "--set", "task.weights.jigsaw=1"],
+        "unknown config key 'task.weights.jigsaw'; valid keys here: rotation, context",
+    ),
+    "a negative weight": (
+        ["train", "rotation+context", "--set", "task.weights.context=-0.5"],
+        "config 'task.weights.context': Input should be greater than or equal to 0",
+    ),
+    "the same task twice in a mix": (
+        ["train", "rotation+rotation"],
+        "the mix 'rotation+rotation' names 'rotation' twice",
+    ),
 }
 
 

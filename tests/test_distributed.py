@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 # Runs under torchrun: records each rank's sample indices and the pretext targets of its first
-# steps, then trains as `sslkit train` would.
+# steps (of each task of a mix: "rotation+context"), then trains as `sslkit train` would.
 RECORDER = textwrap.dedent("""
     import json, os, sys
     import torch
@@ -35,15 +35,18 @@ RECORDER = textwrap.dedent("""
 
     trainer.iterate_batches = iterate
     plugins = load_plugins()
-    real_prepare = plugins.tasks.get(task).prepare
 
-    def prepare(self, x, generator):
-        inputs, targets = real_prepare(self, x, generator)
-        if self.training and x.shape[0] > 2 and len(seen["targets"]) < 3:  # not the DDP dry run
-            seen["targets"].append(targets.tolist())
-        return inputs, targets
+    def recorder(name, real_prepare):
+        def prepare(self, x, generator):
+            inputs, targets = real_prepare(self, x, generator)
+            kept = seen["targets"] if name == task else seen.setdefault(name, [])
+            if self.training and x.shape[0] > 2 and len(kept) < 3:  # not the DDP dry run
+                kept.append(targets.tolist())
+            return inputs, targets
+        return prepare
 
-    plugins.tasks.get(task).prepare = prepare
+    for name in [part for part in task.split("+") if part] if "+" in task else [task]:
+        plugins.tasks.get(name).prepare = recorder(name, plugins.tasks.get(name).prepare)
     cfg = assemble(task, plugins, sets=sets, flags={"device": "cpu"})
     trainer.train(cfg, out + "/run", plugins=plugins)
     with open(f"{out}/rank{rank}.json", "w") as f:
@@ -128,6 +131,19 @@ def test_jigsaw_reading_a_middle_stage_trains_under_two_processes(tmp_path):
     ]
     (r0, r1), curve = _run(tmp_path, "two", 2, "jigsaw", sets)
     assert curve[0]["train_loss"] > 0 and r0["targets"] != r1["targets"]
+
+
+@pytest.mark.parametrize("sampling", ["all", "alternate"])
+def test_a_mix_draws_per_rank_per_task_under_two_processes(tmp_path, sampling):
+    """rotation+context on 2 processes: a task of a mix draws per rank (random angles; every
+    task's generator is a copy of the rank's own), and each task's metrics are reported; with
+    alternating steps, DDP finds the head each step leaves unused."""
+    sets = [*TINY, "data.subset=128", "epochs=1", "task.rotation.mode=random", f"task.sampling={sampling}"]
+    (r0, r1), curve = _run(tmp_path, "two", 2, "rotation+context", sets)
+    assert r0["rotation"] != r1["rotation"]  # random angles, per rank
+    assert len(r0["rotation"][0]) == 16 and len(r0["context"][0]) == 8 * 16  # this rank's half of 32
+    for key in ("rotation/train_loss", "context/train_loss", "rotation/heldout_acc", "context/heldout_acc"):
+        assert key in curve[0], key
 
 
 def test_one_gpu_for_all_ranks_is_refused(monkeypatch):

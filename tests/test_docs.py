@@ -103,7 +103,7 @@ def test_navigation_lists_the_pages(site):
     assert "(-1,-1)" in context and "task.chromatic" in context and "stl" in context
 
 
-@pytest.mark.parametrize("page", ["backbones.md", "tasks/context.md"])
+@pytest.mark.parametrize("page", ["backbones.md", "tasks/context.md", "combining-tasks.md"])
 def test_python_examples_run(page, tmp_path):
     """The page's Python blocks are executed as written (each in a fresh interpreter)."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)

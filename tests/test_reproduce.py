@@ -114,3 +114,40 @@ def test_the_docs_show_the_quick_table_and_curves_as_the_command_wrote_them(plug
         im.verify()
     recipe = get_recipe(table["reproduction"], "quick", plugins)
     assert {r["row"] for r in table["rows"]} == {f"{j.key}/{layer}" for j in recipe.jobs for layer in j.layers}
+
+
+def test_the_multitask_recipe_probes_each_task_and_the_mix_alike(plugins, tmp_path):
+    """multitask-cifar10: rotation, context and rotation+context pretrained alike (one crop, one
+    schedule), each trunk's block2 probed (non-linear, conv, kNN) beside one random init, on the
+    same test split; the table checks that the mix beats each task alone."""
+    events = []
+    table = reproduce("multitask-cifar10", "quick", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
+    arms = ("rotation", "context", "rotation+context")
+    probes = ("mlp", "conv", "knn")
+    rows = {r["row"]: r for r in table["rows"]}
+    assert set(rows) == {f"{a}/{p}/block2" for a in arms for p in probes} | {f"random/{p}/block2" for p in probes}
+    assert [a["task"] for a in table["arms"]] == list(arms) and table["task"] == "rotation+context"
+    assert set(table["arms"][2]["heldout_acc"]) == {"rotation", "context"}
+    assert rows["context/mlp/block2"]["mode"] == rows["random/conv/block2"]["mode"] == "frozen, cached, flip"
+    configs = [json.loads((tmp_path / "pretext" / a / "config.json").read_text()) for a in arms]
+    for c in configs:
+        assert c["data"]["crop_padding"] == 0 and c["schedule"] == configs[0]["schedule"]
+        assert c["optim"] == configs[0]["optim"] and c["epochs"] == configs[0]["epochs"]
+    assert configs[2]["task"]["context"]["resample"] == configs[1]["task"]["resample"] == 0.66
+    claims = {f["claim"] for f in table["findings"]}
+    assert "the mix rotation+context beats context alone (conv probe, block2)" in claims
+    assert "rotation features beat random-init features (knn probe, block2)" in claims
+    md = (tmp_path / "reproduce.md").read_text()
+    assert "- `rotation+context`: 1 epochs, held-out pretext accuracy rotation " in md
+    assert "| rotation+context: non-linear probe, block2 |" in md and "](curves.png)" in md
+    again = reproduce("multitask-cifar10", "quick", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
+    assert [r["ours"] for r in again["rows"]] == [r["ours"] for r in table["rows"]]
+    assert sum("reused" in e for e in events) == 12
+
+
+def test_the_multitask_quick_preset_and_its_missing_plugins(plugins):
+    recipe = get_recipe("multitask-cifar10", "quick", plugins)
+    assert recipe.pretext["epochs"] == 2 and recipe.pretext["precision"] == "bf16"
+    assert recipe.backbone == {"name": "nin", "blocks": 4, "width": 0.5} and not recipe.paper
+    with pytest.raises(ConfigError, match="needs the 'rotation' pretext task.*pip install sslkit-rotation"):
+        get_recipe("multitask-cifar10", "quick", load_plugins("none"))

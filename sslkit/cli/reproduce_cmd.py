@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(
             ...,
             autocompletion=complete_recipes,
-            help="A registered reproduction: rotnet-cifar10, context-cifar10 or a plugin's (see 'sslkit plugins').",
+            help="A registered reproduction: rotnet-cifar10, context-cifar10, multitask-cifar10 or a plugin's "
+            "(see 'sslkit plugins').",
         ),
         preset: str = typer.Option(
             "quick", "--preset", help="paper, repo (full protocols, GPU hours) or quick (CPU, ~15 min)."

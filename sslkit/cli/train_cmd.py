@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         ctx: typer.Context,
-        task: str = typer.Argument(..., help="Pretext task, e.g. rotation (see 'sslkit plugins')."),
+        task: str = typer.Argument(
+            ..., help="Pretext task, e.g. rotation, or several joined by + (rotation+context); see 'sslkit plugins'."
+        ),
         backbone: str | None = typer.Option(None, "--backbone", "-b", help="Backbone name (default: nin)."),
         data: str | None = typer.Option(None, "--data", "-d", help="Dataset name or image folder (default: sample)."),
         epochs: int | None = typer.Option(None, "--epochs", "-e", help="Epochs (default: the preset's)."),

@@ -11,7 +11,7 @@ from ..data.training import TrainingSource, iterate_batches
 from ..distributed import alone
 from .distributed import Placement
 from .inputs import InputPipeline
-from .metrics import EpochMeter
+from .metrics import EpochMeter, phase_key
 from .model import PretextModel
 from .precise_bn import PRECISE_BATCHES, recompute_batchnorm
 from .precision import autocast
@@ -64,7 +64,7 @@ def _evaluate(
             )
         )
     model.train(was_training)
-    return {f"heldout_{k}": v for k, v in meter.running().items()}
+    return {phase_key("heldout", k): v for k, v in meter.running().items()}
 
 
 def precise_batchnorm(
@@ -89,11 +89,8 @@ def precise_batchnorm(
     def inputs():
         batches = iterate_batches(source, shares, device, config.data.workers, config.data.decode)
         for s, batch in enumerate(batches):
-            if pipeline.views is None:
-                x = pipeline.eval(batch, pretext)
-            else:  # views of the global batch, this process's rows: N processes see one process's views
-                x = pipeline.train(batch, generator(device, config.seed, PRECISE_BN_VIEWS, s), b, place.rank * local)
-            yield model.task.prepare(x, pretext)[0]
+            views = generator(device, config.seed, PRECISE_BN_VIEWS, s)  # drawn from by tasks with views only
+            yield model.task.prepare(pipeline.fixed(batch, views, b, place.rank * local), pretext)[0]
 
     def forward(inputs):
         with autocast(device, config.precision):

@@ -23,13 +23,15 @@ class StepOutput:
 
 
 def channels_last(inputs: Any, enabled: bool) -> Any:
-    """4-d tensors (also inside lists and tuples) in channels_last memory format."""
+    """4-d tensors (also inside lists, tuples and dicts) in channels_last memory format."""
     if not enabled:
         return inputs
     if isinstance(inputs, Tensor):
         return inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(channels_last(x, enabled) for x in inputs)
+    if isinstance(inputs, Mapping):
+        return {k: channels_last(v, enabled) for k, v in inputs.items()}
     return inputs
 
 

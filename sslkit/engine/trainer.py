@@ -40,7 +40,7 @@ from ..plugins import Plugins, load_plugins
 from .distributed import Placement, setup, teardown
 from .evaluation import evaluate, precise_batchnorm
 from .inputs import InputPipeline, make_crop, make_pipeline
-from .metrics import EpochMeter
+from .metrics import EpochMeter, phase_key
 from .model import Trainee, build_model, build_trainee, check_forward, sized_backbone
 from .monitor import KnnMonitor, build_monitor
 from .optim import set_group_lrs
@@ -317,7 +317,7 @@ def _end_epoch(loop: Loop, epoch: int, meter: EpochMeter, lr: float) -> None:
     totals = meter.totals(place.world_size)
     meter.check_finite(str(c.task["name"]), epoch, loop.steps, totals)
     seconds = meter.seconds
-    record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **{f"train_{k}": v for k, v in totals.items()}}
+    record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **{phase_key("train", k): v for k, v in totals.items()}}
     record.update(images_per_s=loop.steps * c.data.batch_size / seconds, samples_per_s=meter.global_count / seconds)
     record["seconds"] = seconds
     heldout = loop.data.heldout
@@ -357,7 +357,7 @@ def _run_info(loop: Loop) -> dict[str, Any]:
         "precision": c.precision,
         "out_dir": str(loop.out_dir),
         "image_size": loop.pipeline.size,
-        "crop": "views" if loop.pipeline.views is not None else loop.pipeline.crop.mode,
+        "crop": "views" if loop.pipeline.has_views else loop.pipeline.crop.mode,
         "streaming": not isinstance(loop.source, ImageData),
         "knn_monitor": loop.monitor is not None,
     }

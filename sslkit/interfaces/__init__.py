@@ -20,11 +20,12 @@ from .base import Config
 from .callback import Callback
 from .exporter import Exporter, ExportReport
 from .probe import Probe, ProbeConfig
-from .recipe import ProbeJob, Recipe
-from .task import Loss, PretextTask, RunInfo, StepInfo, as_loss
+from .recipe import Arm, ProbeJob, Recipe
+from .task import Loss, PretextTask, RunInfo, StepInfo, as_loss, copy_generator
 from .views import View
 
 __all__ = [
+    "Arm",
     "Backbone",
     "Callback",
     "Config",
@@ -41,4 +42,5 @@ __all__ = [
     "StepInfo",
     "View",
     "as_loss",
+    "copy_generator",
 ]

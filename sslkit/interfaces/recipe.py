@@ -3,7 +3,8 @@
 A task plugin registers its recipes with ``register_recipes``: ``register("rotnet-cifar10",
 {"paper": Recipe(...), "quick": Recipe(...)})`` (one :class:`Recipe` per preset). The runner
 (:mod:`sslkit.reproduce`) trains the pretext run, runs every :class:`ProbeJob` row on the same
-carved test split and writes the table beside the paper's numbers.
+carved test split and writes the table beside the paper's numbers. A recipe with
+:class:`Arm` s trains several pretext runs (a mix and each of its tasks) and probes each alike.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class ProbeJob:
     options: dict[str, Any] = field(default_factory=dict)
     finetune: bool = False
     augment: bool = True
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One of several pretext runs a recipe compares on the same probes (each task of a mix, and
+    the mix): its task and its run-config overrides on top of the recipe's ``pretext``."""
+
+    task: str
+    pretext: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,3 +58,6 @@ class Recipe:
     cached_flip: bool = False
     # monitor.knn options for the pretext run (its data: the reproduction's own); empty: no monitor.
     monitor: dict[str, Any] = field(default_factory=dict)
+    # Several pretext runs (pretext/<task>/), each probed by every "pretext" job (rows
+    # "<task>/<key>/<layer>"), the random-init and supervised rows once; empty: the one run of ``task``.
+    arms: tuple[Arm, ...] = ()

@@ -81,7 +81,8 @@ class Loss:
     """What :meth:`PretextTask.loss` may return instead of a bare scalar: the value to minimise and
     named metrics (0-dim tensors: loss parts, embedding std, contrastive accuracy ...), averaged
     per epoch into ``metrics.jsonl`` (``train_<name>``, ``heldout_<name>``), the loggers and the
-    progress line. A metric named ``acc`` is the task's accuracy."""
+    progress line. A metric named ``acc`` is the task's accuracy; one named ``<part>/<name>``
+    (a mix's ``rotation/loss``) becomes ``<part>/train_<name>`` and ``<part>/heldout_<name>``."""
 
     value: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
@@ -112,6 +113,13 @@ class PretextTask(nn.Module):
         self.config = config
         self.run_info: RunInfo | None = None
 
+    def parts(self) -> Mapping[str, PretextTask] | None:
+        """The tasks this task is made of, by name (a mix such as ``rotation+context``), or None
+        (the default). The engine then feeds each part as it would feed that task alone: its own
+        crop or views, raw or normalised, drawn from its own copy of the step's generator
+        (:func:`copy_generator`), and :meth:`prepare` receives ``{name: that part's input}``."""
+        return None
+
     def views(self) -> Sequence[View] | None:
         """The view groups the engine draws per image, in order (``[View(count=2, jitter=0.8)]``
         for two SimCLR views; a second group of smaller views for multi-crop), or None (the
@@ -123,9 +131,12 @@ class PretextTask(nn.Module):
         default keeps ``run`` as ``self.run_info``."""
         self.run_info = run
 
-    def prepare(self, images: Tensor | list[Tensor], generator: torch.Generator) -> tuple[Any, Tensor | None]:
+    def prepare(
+        self, images: Tensor | list[Tensor] | Mapping[str, Any], generator: torch.Generator
+    ) -> tuple[Any, Tensor | None]:
         """images [B, C, H, W] float (or the list of views [B, C, s, s], groups and views in
-        :meth:`views`'s order) -> (inputs, targets [M] int64, or None when the loss needs none)."""
+        :meth:`views`'s order; or ``{part: its input}`` for a task made of :meth:`parts`) ->
+        (inputs, targets [M] int64, or None when the loss needs none)."""
         raise NotImplementedError
 
     def forward(self, backbone: Backbone, inputs: Any) -> Any:
@@ -168,6 +179,14 @@ class PretextTask(nn.Module):
         if targets is None:
             return [([inputs[i]], f"sample {i}") for i in range(inputs.shape[0])]
         return [([inputs[i]], f"label {int(targets[i])}") for i in range(inputs.shape[0])]
+
+
+def copy_generator(generator: torch.Generator) -> torch.Generator:
+    """A generator on the same device in the same state: the draws of the parts of a mix
+    (:meth:`PretextTask.parts`) are each the draws that part would make alone."""
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    return copy
 
 
 def as_loss(value: Tensor | Loss, task: str) -> Loss:

@@ -21,16 +21,32 @@ class CSVLogger(StepCounter):
         super().__init__(context)
         self.folder = Path(context.out_dir) / "logs"
         self.epoch_fields: list[str] | None = None
+        self.step_fields: list[str] | None = None
+        self.fresh = True
 
     def on_start(self, info: dict[str, Any]) -> None:
         super().on_start(info)
         self.folder.mkdir(parents=True, exist_ok=True)
-        if info.get("start_epoch", 0) == 0:  # a resumed run appends to its files
+        self.fresh = info.get("start_epoch", 0) == 0  # a resumed run appends to its files
+        if self.fresh:
             self._write("steps.csv", STEP_FIELDS, None, fresh=True)
 
     def on_step(self, epoch: int, step: int, steps: int, metrics: dict[str, float]) -> None:
         row = {"epoch": epoch + 1, "step": step, "global_step": self.global_step(epoch, step), **metrics}
-        self._write("steps.csv", STEP_FIELDS, row)
+        if self.step_fields is None:
+            self.step_fields = self._step_fields(metrics)
+        self._write("steps.csv", self.step_fields, row)
+
+    def _step_fields(self, metrics: dict[str, float]) -> list[str]:
+        """The columns: the standard ones, then a task's own running metrics (a mix's
+        ``rotation/loss`` ...), fixed by a fresh run's first report; a resumed run keeps its file's."""
+        path = self.folder / "steps.csv"
+        if not self.fresh and path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                return next(csv.reader(f), list(STEP_FIELDS))
+        fields = [*STEP_FIELDS, *(k for k in metrics if k not in STEP_FIELDS)]
+        self._write("steps.csv", fields, None, fresh=True)
+        return fields
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
         super().on_epoch_end(record)

@@ -22,6 +22,9 @@ from ..interfaces import ProbeJob, Recipe
 MLP_SCHEDULE = {"epochs": 100, "milestones": [20, 40, 45]}
 CONV_SCHEDULE = {"epochs": 100, "milestones": [35, 70, 85]}
 SUPERVISED_SCHEDULE = {"epochs": 200, "milestones": [60, 120, 160]}
+# The quick presets' probes on cached features.
+QUICK_MLP_SCHEDULE = {"epochs": 10, "milestones": [5, 8, 9]}
+QUICK_CONV_SCHEDULE = {"epochs": 8, "milestones": [4, 6, 7]}
 # The weighted kNN monitor of self-supervised learning (Wu et al., CVPR 2018: cosine, k=20, votes
 # exp(sim / 0.07)) on the flattened block map, the input Table 1's probes see. Global average
 # pooling drops the spatial layout these blocks encode: on the quick run it gave 44.1 vs 36.2
@@ -100,8 +103,7 @@ def rotnet_protocol(
         source=source,
         tiles=tiles,
     )
-    quick_mlp = {"epochs": 10, "milestones": [5, 8, 9]}
-    quick_conv = {"epochs": 8, "milestones": [4, 6, 7]}
+    quick_mlp, quick_conv = QUICK_MLP_SCHEDULE, QUICK_CONV_SCHEDULE
     quick_sup = {"epochs": 4, "milestones": [2, 3]}
     return {
         "paper": Recipe(preset="paper", task_preset="paper", pretext={}, **full),  # type: ignore[arg-type]
@@ -192,3 +194,16 @@ def embedding_protocol(
         monitor={"stage": stage, "bank": 5000, "queries": 1000},
     )
     return {"quick": quick}
+
+
+def block2_jobs(mlp: dict[str, Any], conv: dict[str, Any]) -> tuple[ProbeJob, ...]:
+    """RotNet's block2 rows on cached features (non-linear, conv, kNN), each beside its random-init
+    twin: the rows of a recipe that compares several trunks (:class:`sslkit.interfaces.Arm`)."""
+    return (
+        ProbeJob("mlp", "non-linear probe", "pretext", "mlp", ("block2",), mlp, augment=False),
+        ProbeJob("conv", "conv probe", "pretext", "conv", ("block2",), conv, augment=False),
+        ProbeJob("knn", "kNN (k=20, cosine, temperature votes)", "pretext", "knn", ("block2",), KNN, augment=False),
+        ProbeJob("random/mlp", "random init + non-linear", "random", "mlp", ("block2",), mlp, augment=False),
+        ProbeJob("random/conv", "random init + conv", "random", "conv", ("block2",), conv, augment=False),
+        ProbeJob("random/knn", "random init + kNN", "random", "knn", ("block2",), KNN, augment=False),
+    )

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ from ..config import assemble, deep_merge
 from ..engine.trainer import METRICS, train
 from ..errors import ConfigError
 from ..files import OutputLock, atomic_write, atomic_write_text, write_json
-from ..interfaces import Callback, ProbeJob, Recipe
+from ..interfaces import Arm, Callback, ProbeJob, Recipe
 from ..plugins import Plugins
 from ..probes.evaluation import FeatureCache
 from ..probes.runner import probe_run
 from ..probes.settings import ProbeSettings
 from ..probes.splits import ProbeSplits, load_splits
-from ..registry import FIRST_PARTY, suggest
+from ..registry import FIRST_PARTY, MIX, suggest
+from .table import findings, to_markdown
 
 log = logging.getLogger(__name__)
 Event = Callable[[str], None]
@@ -38,37 +40,56 @@ SMOKE_PROBE = {"epochs": 1}
 SMOKE_MONITOR = {"bank": 200, "queries": 100}
 
 
+@dataclass
+class Trunk:
+    """A pretext run the probe rows read: the recipe's one run, or one of its arms."""
+
+    arm: str | None  # the arm's task (rows "<arm>/<key>/<layer>"); None: the recipe's one run
+    run_dir: Path
+    info: dict[str, Any]  # reused, epochs, history, seconds
+    cache: FeatureCache = field(default_factory=dict)  # its features, extracted once for every row
+
+
+def _check_task(name: str, task: str, plugins: Plugins) -> None:
+    """One line naming the plugin to install when a recipe's task (or a task of its mix) is missing."""
+    for part in (p for p in task.split(MIX) if p):
+        if part not in plugins.tasks:
+            dist = FIRST_PARTY.get(part, ("", f"the plugin that provides '{part}'"))[1]
+            raise ConfigError(
+                f"{name} needs the '{part}' pretext task, which no installed plugin registers; "
+                f"install it (pip install {dist}) and check 'sslkit plugins'"
+            )
+
+
 def get_recipe(name: str, preset: str, plugins: Plugins) -> Recipe:
     """A registered reproduction's preset; one-line errors for an unknown name or preset, or a
-    recipe whose pretext task no installed plugin registers."""
+    recipe whose pretext task (or one of its arms' tasks) no installed plugin registers."""
     presets = plugins.recipes.get(name)  # unknown: names the registered ones and the plugin to install
     if preset not in presets:
         raise ConfigError(
             f"unknown preset '{preset}'{suggest(preset, list(presets))} for {name}; presets: {', '.join(presets)}"
         )
     recipe: Recipe = presets[preset]
-    if recipe.task not in plugins.tasks:
-        dist = FIRST_PARTY.get(recipe.task, ("", f"the plugin that provides '{recipe.task}'"))[1]
-        raise ConfigError(
-            f"{name} needs the '{recipe.task}' pretext task, which no installed plugin registers; "
-            f"install it (pip install {dist}) and check 'sslkit plugins'"
-        )
+    for task in dict.fromkeys([recipe.task, *(arm.task for arm in recipe.arms)]):
+        _check_task(name, task, plugins)
     return recipe
 
 
 def _pretext(
     recipe: Recipe,
+    arm: Arm,
+    run_dir: Path,
     data: str,
-    out: Path,
     plugins: Plugins,
     device: str,
     smoke: bool,
     callbacks: list[Callback],
     seed: int,
     exclude_test: float,
-) -> tuple[Path, dict[str, Any]]:
-    run_dir = out / "pretext"
-    task_cls = plugins.tasks.get(recipe.task)
+) -> dict[str, Any]:
+    """Train (or reuse, or resume) one pretext run: the recipe's overrides, then the arm's."""
+    t0 = time.perf_counter()
+    task_cls = plugins.tasks.get(arm.task)
     preset = recipe.task_preset if recipe.task_preset in task_cls.presets else task_cls.default_preset
     flags: dict[str, Any] = {
         "backbone": recipe.backbone,
@@ -78,18 +99,35 @@ def _pretext(
     }
     if recipe.monitor:  # the online kNN monitor on the reproduction's own labelled data
         flags["monitor"] = {"knn": {**recipe.monitor, "data": data, **(SMOKE_MONITOR if smoke else {})}}
-    flags = deep_merge(deep_merge(recipe.pretext, SMOKE_PRETEXT) if smoke else recipe.pretext, flags)
+    overrides = deep_merge(recipe.pretext, arm.pretext)
+    flags = deep_merge(deep_merge(overrides, SMOKE_PRETEXT) if smoke else overrides, flags)
     if smoke:
         flags["backbone"] = {**flags["backbone"], "width": 0.1}
-    cfg = assemble(recipe.task, plugins, preset=preset, flags=flags)
+    cfg = assemble(arm.task, plugins, preset=preset, flags=flags)
     if (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
-        if state["epoch"] >= state["config"]["epochs"]:
-            return run_dir, {"reused": True, "epochs": state["epoch"], "history": state["history"]}
+        if state["epoch"] >= state["config"]["epochs"]:  # its time: the epochs' own, as it trained then
+            seconds = sum(float(r.get("seconds", 0.0)) for r in state["history"])
+            return {"reused": True, "epochs": state["epoch"], "history": state["history"], "seconds": seconds}
         result = train(cfg, run_dir, plugins=plugins, resume=True, callbacks=callbacks)
     else:
         result = train(cfg, run_dir, plugins=plugins, callbacks=callbacks)
-    return run_dir, {"reused": False, "epochs": len(result.history), "history": result.history}
+    seconds = time.perf_counter() - t0
+    return {"reused": False, "epochs": len(result.history), "history": result.history, "seconds": seconds}
+
+
+def _trunks(recipe: Recipe, out: Path, data: str, say: Event, **run: Any) -> list[Trunk]:
+    """Every pretext run of the recipe: ``pretext/`` (one run), or ``pretext/<task>/`` per arm."""
+    if not recipe.arms:
+        say(f"pretext: {recipe.task} on {data}")
+        info = _pretext(recipe, Arm(recipe.task), out / "pretext", data, **run)
+        return [Trunk(None, out / "pretext", info)]
+    trunks = []
+    for arm in recipe.arms:
+        say(f"pretext: {arm.task} on {data}")
+        run_dir = out / "pretext" / arm.task
+        trunks.append(Trunk(arm.task, run_dir, _pretext(recipe, arm, run_dir, data, **run)))
+    return trunks
 
 
 def reproduce(
@@ -143,22 +181,25 @@ def run_recipe(
     data = data or ("sample" if smoke else recipe.default_data)
     with OutputLock(out, "reproduction"):
         t0 = time.perf_counter()
-        say(f"pretext: {recipe.task} on {data}")
         base = ProbeSettings(
             device=device, seed=seed, max_steps=2 if smoke else None, labels_per_class=10 if smoke else None
         )
         # A folder has no test split: the probes carve one, and pretraining must not see it.
         exclude = base.test_fraction if test_data is None and data not in plugins.datasets else 0.0
-        run_dir, pretext = _pretext(recipe, data, out, plugins, device, smoke, list(callbacks or []), seed, exclude)
+        run = dict(plugins=plugins, device=device, smoke=smoke, callbacks=list(callbacks or []), seed=seed)
+        trunks = _trunks(recipe, out, data, say, exclude_test=exclude, **run)
         pretext_s = time.perf_counter() - t0
-        curves = _curves(run_dir, out)
+        shown = next((t for t in trunks if t.arm == recipe.task), trunks[0])  # a mix's curves show each task
+        curves = _curves(shown.run_dir, out)
         splits = _splits(data, test_data, plugins, base, smoke)
-        caches: dict[str, FeatureCache] = {"pretext": {}, "random": {}}  # one trunk each: extracted once
-        rows = [
-            row
-            for job in recipe.jobs
-            for row in _job_rows(job, recipe, run_dir, splits, plugins, base, smoke, out, say, caches.get(job.trunk))
-        ]
+        random_cache: FeatureCache = {}  # one random trunk for every row: extracted once
+        rows = []
+        for job in recipe.jobs:
+            for trunk in trunks if job.trunk == "pretext" else trunks[:1]:
+                arm = trunk.arm if job.trunk == "pretext" else None
+                cache = trunk.cache if job.trunk == "pretext" else random_cache if job.trunk == "random" else None
+                where = (trunk.run_dir, arm)
+                rows += _job_rows(job, recipe, where, splits, plugins, base, smoke, out, say, cache)
         table = {
             "reproduction": recipe.name,
             "preset": recipe.preset,
@@ -166,10 +207,7 @@ def run_recipe(
             "data": data,
             "smoke": smoke,
             "source": recipe.source,
-            "pretext_run": str(run_dir),
-            "pretext_epochs": pretext["epochs"],
-            "pretext_heldout_acc": (pretext["history"][-1].get("heldout_acc") if pretext["history"] else None),
-            "pretext_seconds": round(pretext_s, 1),
+            **_pretext_fields(recipe, trunks, out, pretext_s),
             "total_seconds": round(time.perf_counter() - t0, 1),
             "test": splits.notes["test"],
             "validation": splits.notes["validation"],
@@ -181,6 +219,45 @@ def run_recipe(
         write_json(out / "reproduce.json", table)
         atomic_write_text(out / "reproduce.md", to_markdown(table))
     return table
+
+
+def _heldout_accs(task: str, record: dict[str, Any]) -> dict[str, float]:
+    """{task: held-out pretext accuracy} of an epoch record (each task of a mix)."""
+    accs = {}
+    for key, value in record.items():
+        part, _, last = key.rpartition("/")
+        if last == "heldout_acc":
+            accs[part or task] = value
+    return accs
+
+
+def _pretext_fields(recipe: Recipe, trunks: list[Trunk], out: Path, seconds: float) -> dict[str, Any]:
+    """The table's description of its pretext run, or of each run of a recipe with arms."""
+    first = trunks[0].info
+    if not recipe.arms:
+        return {
+            "pretext_run": str(trunks[0].run_dir),
+            "pretext_epochs": first["epochs"],
+            "pretext_heldout_acc": (first["history"][-1].get("heldout_acc") if first["history"] else None),
+            "pretext_seconds": round(seconds, 1),
+        }
+    arms = [
+        {
+            "task": t.arm,
+            "run": str(t.run_dir),
+            "epochs": t.info["epochs"],
+            "heldout_acc": _heldout_accs(str(t.arm), t.info["history"][-1] if t.info["history"] else {}),
+            "seconds": round(t.info["seconds"], 1),
+        }
+        for t in trunks
+    ]
+    return {
+        "pretext_run": str(out / "pretext"),
+        "pretext_epochs": max(a["epochs"] for a in arms),
+        "pretext_heldout_acc": None,
+        "pretext_seconds": round(seconds, 1),
+        "arms": arms,
+    }
 
 
 def _splits(data: str, test_data: str | None, plugins: Plugins, base: ProbeSettings, smoke: bool) -> ProbeSplits:
@@ -195,7 +272,7 @@ def _splits(data: str, test_data: str | None, plugins: Plugins, base: ProbeSetti
 def _job_rows(
     job: ProbeJob,
     recipe: Recipe,
-    run_dir: Path,
+    where: tuple[Path, str | None],
     splits: ProbeSplits,
     plugins: Plugins,
     base: ProbeSettings,
@@ -204,30 +281,35 @@ def _job_rows(
     say: Event,
     cache: FeatureCache | None,
 ) -> list[dict[str, Any]]:
-    """One probe job's table rows (one per layer); a job finished earlier is reused, never recomputed."""
-    path = out / "probes" / f"{job.key.replace('/', '-')}.json"
+    """One probe job's table rows (one per layer) on the run ``where`` = (run folder, arm or
+    None); a job finished earlier is reused, never recomputed."""
+    run_dir, arm = where
+    key = f"{arm}/{job.key}" if arm else job.key
+    path = out / "probes" / f"{key.replace('/', '-')}.json"
     if path.is_file():
         report = json.loads(path.read_text())
-        say(f"{job.key}: reused {path}")
+        say(f"{key}: reused {path}")
     else:
-        say(f"{job.key}: {job.label}")
+        say(f"{key}: {job.label}")
         t = time.perf_counter()
         report = _run_job(job, recipe, run_dir, splits, plugins, base, smoke, cache)
         report["seconds"] = time.perf_counter() - t
         write_json(path, report)
-    return [
-        {
-            "row": f"{job.key}/{layer}",
-            "label": f"{job.label}, {layer}",
-            "ours": round(100 * report["layers"][layer]["test_acc"], 2),
-            "val": round(100 * report["layers"][layer]["val"]["acc"], 2) if "val" in report["layers"][layer] else None,
-            "paper": recipe.paper.get(f"{job.key}/{layer}"),
+    rows = []
+    for layer in job.layers:
+        result = report["layers"][layer]
+        row = {
+            "row": f"{key}/{layer}",
+            "label": (f"{arm}: " if arm else "") + f"{job.label}, {layer}",
+            "ours": round(100 * result["test_acc"], 2),
+            "val": round(100 * result["val"]["acc"], 2) if "val" in result else None,
+            "paper": recipe.paper.get(f"{key}/{layer}"),
             "seconds": round(report.get("seconds", 0.0), 1),
             "features": report["features"],
             "mode": _mode(job, report["settings"].get("tiles", 1), report["settings"].get("flip", False)),
         }
-        for layer in job.layers
-    ]
+        rows.append({**row, "arm": arm} if arm else row)
+    return rows
 
 
 def _curves(run_dir: Path, out: Path) -> str | None:
@@ -300,69 +382,3 @@ def _mode(job: ProbeJob, tiles: int, flip: bool) -> str:
     trunk = "fine-tuned" if job.finetune else "frozen"
     aug = "crop+flip" if job.augment or job.finetune else ("cached, flip" if flip else "cached, no aug")
     return f"{trunk}, {aug}" + (f", {tiles}x{tiles} tiles" if tiles > 1 else "")
-
-
-def findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The papers' qualitative claims, checked on our numbers: pretext features beat random-init
-    features (every probe row that has a random-init twin), and block2 beats the last block on
-    the non-linear probe (RotNet's Table 1)."""
-    ours = {r["row"]: r["ours"] for r in rows}
-    checks = []
-    for row, a in ours.items():
-        b = ours.get(f"random/{row}")
-        if row.startswith("random/") or b is None:
-            continue
-        probe, layer = row.rsplit("/", 1)
-        checks.append(
-            {
-                "claim": f"pretext features beat random-init features ({probe} probe, {layer})",
-                "holds": a > b,
-                "margin": round(a - b, 2),
-            }
-        )
-    blocks = sorted((k for k in ours if k.startswith("mlp/block")), key=lambda k: int(k.rsplit("block", 1)[1]))
-    if len(blocks) >= 3:
-        last = blocks[-1]
-        checks.append(
-            {
-                "claim": f"block2 beats the last block ({last.split('/')[1]}) on the non-linear probe",
-                "holds": ours["mlp/block2"] > ours[last],
-                "margin": round(ours["mlp/block2"] - ours[last], 2),
-            }
-        )
-    return checks
-
-
-def data_label(data: str) -> str:
-    """A registered dataset's name, or a folder's last two parts (``.../cifar10-20k/train``): the
-    page shows what the data was, not where it lay on the machine that ran it."""
-    if "/" not in data and "\\" not in data:
-        return data
-    parts = Path(data).parts
-    return "a folder of images, `.../" + "/".join(parts[-2:]) + "`"
-
-
-def to_markdown(table: dict[str, Any]) -> str:
-    lines = [
-        f"# {table['reproduction']} ({table['preset']} preset)",
-        "",
-        f"Pretext: `{table['task']}` on {data_label(table['data'])}, {table['pretext_epochs']} epochs, "
-        "held-out pretext accuracy "
-        + (f"{100 * table['pretext_heldout_acc']:.1f}%" if table["pretext_heldout_acc"] is not None else "n/a")
-        + f" ({table['pretext_seconds']:.0f} s). Total {table['total_seconds']:.0f} s.",
-        "",
-        f"Test: {table['test']}. Validation: {table['validation']}. Reported: {table['selection']}.",
-        "",
-        "| row | ours (test %) | val % | paper % | probe input | s |",
-        "|---|---:|---:|---:|---|---:|",
-    ]
-    for r in table["rows"]:
-        val = "" if r["val"] is None else f"{r['val']:.2f}"
-        paper = "" if r["paper"] is None else f"{r['paper']:.2f}"
-        lines.append(f"| {r['label']} | {r['ours']:.2f} | {val} | {paper} | {r['mode']} | {r['seconds']:.0f} |")
-    lines += ["", f"Paper numbers: {table['source']}.", ""]
-    if table.get("curves"):
-        lines += [f"![training curves per epoch: loss, accuracy, online kNN, embedding std]({table['curves']})", ""]
-    for f in table["findings"]:
-        lines.append(f"- {'holds' if f['holds'] else 'DOES NOT hold'}: {f['claim']} (margin {f['margin']:+.2f} points)")
-    return "\n".join(lines) + "\n"

@@ -143,6 +143,8 @@ def _to_channels_last(inputs: Any) -> Any:
         return inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(_to_channels_last(x) for x in inputs)
+    if isinstance(inputs, Mapping):
+        return {k: _to_channels_last(v) for k, v in inputs.items()}
     return inputs
 
 

@@ -87,9 +87,16 @@ class _Case:
             1, self.steps, self.steps, 1, self.batch, self.image_size, (MEAN,) * c, (STD,) * c, str(self.device)
         )
 
-    def task_input(self, task: PretextTask, seed: int) -> Tensor | list[Tensor]:
+    def task_input(self, task: PretextTask, seed: int) -> Any:
         """What the engine passes to ``prepare``: normalised images, or the task's views drawn by
-        the engine's own code (in [0, 1] for raw-pixel tasks)."""
+        the engine's own code (in [0, 1] for raw-pixel tasks); for a task made of parts (a mix),
+        ``{part: that part's input}``."""
+        parts = task.parts()
+        if parts:
+            return {name: self._input(part, seed) for name, part in parts.items()}
+        return self._input(task, seed)
+
+    def _input(self, task: PretextTask, seed: int) -> Tensor | list[Tensor]:
         images = synthetic_images(self.batch, self.channels, self.image_size, seed, self.device)
         pixels = (images * STD + MEAN).clamp(0, 1)  # [B, C, S, S] in [0, 1]
         views = task.views()

@@ -112,6 +112,18 @@ CURVE_PANELS = (
 )
 
 
+def _keys(keys: dict[str, str], rows: list[dict]) -> dict[str, str]:
+    """A panel's {legend: key} that every epoch recorded, with each task of a mix as its own lines
+    (``rotation/train_loss`` -> "rotation, train")."""
+    parts = dict.fromkeys(k.rpartition("/")[0] for k in rows[0] if "/" in k)
+    found = {label: key for label, key in keys.items() if all(key in r for r in rows)}
+    for part in parts:
+        for label, key in keys.items():
+            if all(f"{part}/{key}" in r for r in rows):
+                found[f"{part}, {label}"] = f"{part}/{key}"
+    return found
+
+
 def curves_figure(rows: list[dict]) -> Image.Image:
     """The training curves per epoch with matplotlib: loss, accuracies (pretext and the online kNN
     monitor) and, for tasks that report it, the embedding std; integer epoch ticks."""
@@ -127,7 +139,7 @@ def curves_figure(rows: list[dict]) -> Image.Image:
         raise CheckpointError("metrics.jsonl is empty: the run has not finished an epoch yet")
     epochs = [r["epoch"] for r in rows]
     panels = [
-        (title, {label: [r.get(key) for r in rows] for label, key in keys.items() if all(key in r for r in rows)})
+        (title, {label: [r.get(key) for r in rows] for label, key in _keys(keys, rows).items()})
         for title, keys in CURVE_PANELS
     ]
     panels = [(title, series) for title, series in panels if series]
