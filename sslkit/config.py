@@ -197,8 +197,10 @@ class RunConfig(_Section):
         0, ge=0, lt=MAX_SEED, description="seeds weights, augmentation, pretext draws and splits (0 <= seed < 2**63)"
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only)"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32",
+        description="bf16 or fp16 autocast (fp16 with a gradient scaler, CUDA only); auto: bf16 where the GPU "
+        "or CPU computes it natively, else fp32 (the run records what it chose)",
     )
     channels_last: bool | None = Field(
         None, description="default: on (except on MPS); measured 1.7x faster for NIN on CPU"

@@ -247,3 +247,33 @@ def test_every_short_flag_means_one_thing_and_every_option_has_help():
     assert not conflicts, f"short flags with several meanings: {conflicts}"
     assert not missing, f"options without help text: {missing}"
     assert meanings["-o"] == {"--out"} and meanings["-s"] == {"--set"}  # the walk sees every command
+
+
+def test_help_names_values_and_summaries_whole():
+    """`--device DEVICE`, not typer's `<str>`; `sslkit --help` lists each command's first sentence
+    whole (click cut them at 45 characters); usage errors are one `error:` line naming --help."""
+    from sslkit.cli.command import build_command, first_sentence
+
+    command = build_command()
+    for path, option in _options(command):
+        assert option.metavar is None or "<" not in option.metavar, (path, option.opts)
+    result = sslkit("--help")
+    listing = "".join(result.stdout.split())  # the terminal wraps lines, at hyphens too
+    for name, sub in command.commands.items():
+        assert "".join(first_sentence(sub.help).split()) in listing, name
+    commands = result.stdout.split("Commands:", 1)[1].splitlines()
+    order = [line.split()[0] for line in commands if line.startswith("  ") and not line.startswith("   ")]
+    assert order[0] == "train" and order.index("probe") < order.index("export") < order.index("plugins"), order
+    assert "--device DEVICE" in sslkit("train", "--help").stdout
+    bad = sslkit("train", "--precision", "fp8")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert (
+        bad.stderr.startswith("error: ") and "'fp8' is not one of" in bad.stderr and "sslkit train --help" in bad.stderr
+    )
+
+
+def test_first_sentence_keeps_dotted_names_whole():
+    from sslkit.cli.command import first_sentence
+
+    assert first_sentence("Export a trained encoder. ONNX files carry metadata.") == "Export a trained encoder."
+    assert first_sentence("Writes probe.json (and\n more) here.\n\nDetails.") == "Writes probe.json (and more) here."

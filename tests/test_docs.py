@@ -93,6 +93,29 @@ def test_configuration_page_lists_every_key_with_type_and_default(site):
         assert key in rows, key
 
 
+def test_cli_page_lists_every_command_with_its_full_description(site):
+    """The CLI reference is Markdown generated from the command the CLI runs: every command and
+    subcommand, in workflow order, with its whole description (not click's 45-character cut)."""
+    from sslkit.cli.command import build_command
+
+    page = " ".join(_text((site / "cli" / "index.html").read_text()).split())
+    seen = []
+
+    def walk(command, path):
+        for name, sub in command.commands.items():
+            full = f"{path} {name}"
+            assert full in page, f"the CLI page lacks '{full}'"
+            description = " ".join((sub.help or "").split())
+            assert description and description in page, f"'{full}': description not whole"
+            seen.append(page.index(full))
+            if hasattr(sub, "commands"):
+                walk(sub, full)
+
+    walk(build_command(), "sslkit")
+    assert page.index("sslkit train") < page.index("sslkit probe") < page.index("sslkit plugins")
+    assert "&lt;str&gt;" not in page and "<str>" not in page
+
+
 def test_navigation_lists_the_pages(site):
     nav = (site / "index.html").read_text()
     for page in ("tasks/context/", "backbones/", "api/"):

@@ -133,17 +133,17 @@ def build_app() -> typer.Typer:
         viz_cmd,
     )
 
-    for module in (
+    for module in (  # in workflow order: `sslkit --help` and the docs' reference list them so
         train_cmd,
-        plugins_cmd,
         show_cmd,
         probe_cmd,
         reproduce_cmd,
         viz_cmd,
         export_cmd,
         embed_cmd,
-        new_plugin_cmd,
         data_cmd,
+        plugins_cmd,
+        new_plugin_cmd,
     ):
         module.register(app)
     return app
@@ -172,10 +172,21 @@ def optional_resume_value(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors are typer's (exit 2); errors the user can fix are one line, exit 2."""
-    app = build_app()
+    from .command import build_command
+
+    command = build_command()
     args = optional_resume_value(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="sslkit")  # standalone: exits itself on success and usage errors
+        code = command.main(args=args, prog_name="sslkit", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: one line, like every other error
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `sslkit` alone: its help, as click does
+            typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(f"error: {usage_line(exc)}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except SSLKitError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -185,3 +196,11 @@ def main(argv: list[str] | None = None) -> None:
             raise  # a bug: keep the traceback
         typer.echo(f"error: {line}", err=True)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(exc: typer.TyperException) -> str:
+    """click's message, on one line, with where to read the command's options."""
+    message = " ".join(getattr(exc, "format_message", exc.__str__)().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message

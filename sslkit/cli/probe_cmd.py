@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
             [], "--backbone-set", help="Backbone option for --random-init: blocks=3 (repeatable)."
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the report [default: the run folder]."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         seed: int = typer.Option(0, "--seed", help="Seeds the splits, the random init and the probe's training."),
     ) -> None:
         """Train and evaluate a probe; writes probe.json (probe-random-init.json with --random-init)."""

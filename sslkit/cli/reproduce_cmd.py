@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Output folder [default: runs/reproduce-NAME-PRESET]; re-running continues it."
         ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
         seed: int = typer.Option(0, "--seed", help="Seeds the pretext run, the splits and the probes."),
         smoke: bool = typer.Option(False, "--smoke", hidden=True, help="Tiny step budget (tests)."),
     ) -> None:

@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = typer.Option([], "--set", "-s", help="Override config keys, as for 'sslkit train'."),
         config: Path | None = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
         seed: int = typer.Option(0, "--seed", help="Which images and which random draws."),
+        device: str = typer.Option(
+            "cpu", "--device", help="Where the task draws its inputs: cpu, cuda, cuda:N, mps or auto."
+        ),
     ) -> None:
         """Apply the training augmentation and the task's transform to a few images and save
         them as a labelled grid: one row per image where the task's samples allow it."""
@@ -33,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from .train_cmd import _flags
 
         plugins = load_plugins(ctx.obj["plugins"])
-        flags = _flags(**{"backbone.name": backbone, "data.name": data, "seed": seed})
+        flags = _flags(**{"backbone.name": backbone, "data.name": data, "seed": seed, "device": device})
         cfg = assemble(task, plugins, preset=preset, config_file=config, sets=sets, flags=flags)
         items, columns, dataset = batch_items(cfg, plugins, images, seed)
         path = save_preview(items, out, columns)

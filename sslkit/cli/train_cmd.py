@@ -11,7 +11,7 @@ from ..errors import ConfigError
 
 # RunConfig.precision's values, spelled out so that --help shows them without importing pydantic
 # (tests/test_api.py checks that the two agree).
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 
 def _flags(**values: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from .model import Trainee, build_model, build_trainee, check_forward, sized_bac
 from .monitor import KnnMonitor, build_monitor
 from .optim import set_group_lrs
 from .precise_bn import PRECISE_BELOW_STEPS
+from .precision import resolve_precision
 from .run_data import TrainingData, load_training_data, with_statistics
 from .rundir import Resume, RunLock, check_resumable, open_run, resumed_config
 from .schedule import lr_factor
@@ -155,6 +156,7 @@ def _start(
 ) -> Loop:
     """Data, model, input pipeline, optimiser and the checkpoint's state on a resume."""
     state = open_run(out_dir, resume, place.device)
+    config = config.model_copy(update={"precision": resolve_precision(config.precision, place.device)})
     changes: dict[str, list[Any]] = {}
     if state is not None:
         config, changes = resumed_config(state["config"], config)

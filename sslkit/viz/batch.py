@@ -81,7 +81,7 @@ def batch_items(
     the task's transform, without decoding the rest of the data."""
     from ..data.batches import Batch
     from ..data.opener import sample_images
-    from ..engine.distributed import Placement
+    from ..engine.distributed import Placement, resolve_device
     from ..engine.inputs import make_crop, make_pipeline
     from ..engine.model import build_model
     from ..engine.trainer import run_info
@@ -91,11 +91,12 @@ def batch_items(
     data = config.data.model_copy(update={"mean": config.data.mean or mean, "std": config.data.std or std})
     config = config.model_copy(update={"data": data})
     crop = make_crop(config, dataset)
-    model = build_model(config, plugins)
+    device = resolve_device(config.device)  # where the task draws its labels, as in training
+    model = build_model(config, plugins).to(device)
     pipeline = make_pipeline(config, crop, model.task, dataset.channels)
-    model.task.setup(run_info(config, 1, Placement(torch.device("cpu")), crop.size))
-    generator = torch.Generator().manual_seed(seed)
-    x = pipeline.train(Batch(dataset.images), generator)  # what the loop would feed the task
+    model.task.setup(run_info(config, 1, Placement(device), crop.size))
+    generator = torch.Generator(device).manual_seed(seed)
+    x = pipeline.train(Batch(dataset.images.to(device)), generator)  # what the loop would feed the task
     with torch.no_grad():
         items = model.task.preview(*model.task.prepare(x, generator))
     columns = len(items) // len(dataset) if len(items) % len(dataset) == 0 else min(8, len(items))
