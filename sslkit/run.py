@@ -61,6 +61,24 @@ class LoadedRun:
     def backbone_name(self) -> str:
         return str(self.config["backbone"]["name"])
 
+    def _repr_html_(self) -> str:
+        """A notebook's view of the run: what it is and its last epoch's metrics, as a small table."""
+        from html import escape
+
+        rows = {
+            "run": str(self.folder),
+            "task": self.task,
+            "backbone": self.backbone_name,
+            "epochs": f"{self.epoch} of {self.config.get('epochs', '?')}",
+            "input": " x ".join(map(str, self.input_shape)),
+        }
+        last = self.history[-1] if self.history else {}
+        rows |= {k: f"{v:.4g}" for k, v in last.items() if isinstance(v, float) and k != "seconds"}
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows.items()
+        )
+        return f"<table>{cells}</table>"
+
     def _plugins(self) -> Plugins:
         if self.plugins is None:
             self.plugins = load_plugins()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).parent.parent
 
@@ -41,6 +42,25 @@ def test_mkdocs_build_strict(site):
     assert "sslkit train" in cli and "--backbone" in cli
 
 
+def test_every_image_of_every_page_exists_and_the_sitemap_has_urls(site):
+    """No broken picture on any page; with site_url set the sitemap lists absolute addresses."""
+    missing, count = [], 0
+    for page in site.rglob("*.html"):
+        for src in re.findall(r'<img[^>]+src="([^"]+)"', page.read_text()):
+            if src.startswith(("http://", "https://", "data:")):
+                continue
+            count += 1
+            if not (page.parent / src.split("#")[0]).resolve().is_file():
+                missing.append(f"{page.relative_to(site)}: {src}")
+    assert not missing, missing
+    assert count >= 6
+    for name in ("batch-rotation", "batch-context", "filters", "curves", "attention", "neighbors"):
+        with Image.open(site / "generated" / f"{name}.png") as picture:  # drawn by the build
+            assert min(picture.size) > 40, name
+    sitemap = (site / "sitemap.xml").read_text()
+    assert "<loc>https://" in sitemap and "cli/" in sitemap
+
+
 def test_getting_started_shows_the_readme_commands_without_fences(site):
     """The first code block is the README's commands: no stray fence line, no line that hides
     behind a scroll bar, and the shell reads the wrapped lines as the README's one-liners."""
@@ -65,9 +85,18 @@ def _keys(model, prefix=""):
             default = (
                 "required"
                 if field.is_required()
-                else json.dumps(field.get_default(call_default_factory=True), default=str)
+                else json.dumps(_six_digits(field.get_default(call_default_factory=True)), default=str)
             )
             yield f"{prefix}{name}", default
+
+
+def _six_digits(value):
+    """Defaults as the page shows them: floats at 6 significant digits (no 1.3333333333333333)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, (list, tuple)):
+        return [_six_digits(v) for v in value]
+    return value
 
 
 def test_configuration_page_lists_every_key_with_type_and_default(site):
@@ -88,6 +117,11 @@ def test_configuration_page_lists_every_key_with_type_and_default(site):
         assert shown == default, (key, shown, default)
     assert rows["data.batch_size"][1] == "int (≥ 1, ≤ 65536)" and rows["optim.name"][1] == '"sgd" or "adamw" or "lars"'
     assert rows["data.batch_size"][3].startswith("images per step")
+    assert rows["data.crop_ratio"][2] == "[0.75, 1.33333]"
+    assert not [key for key, cells in rows.items() if len(cells) == 4 and not cells[3].strip()], (
+        "keys without a description"
+    )
+    assert "timm/<model>" in _text(page) or "timm" not in _text(page)
     # each first-party task's and backbone's own options
     for key in ("task.angles", "task.patch_size", "backbone.blocks", "backbone.small_stem"):
         assert key in rows, key

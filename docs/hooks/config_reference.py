@@ -35,13 +35,32 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def plain(value: Any) -> Any:
+    """A default as JSON would show it, floats at 6 significant digits (0.75, 1.33333, not
+    1.3333333333333333), pydantic models as their fields."""
+    if hasattr(value, "model_dump"):
+        return plain(value.model_dump(mode="json"))
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 def default_text(field: Any) -> str:
     if field.is_required():
         return "required"
     value = field.get_default(call_default_factory=True)
-    if hasattr(value, "model_dump"):
+    if hasattr(value, "model_fields") and hasattr(type(value), "model_fields") and _is_section(field):
         return "(section)"
-    return f"`{json.dumps(value, default=str)}`"
+    return f"`{json.dumps(plain(value), default=str)}`"
+
+
+def _is_section(field: Any) -> bool:
+    annotation = field.annotation
+    return isinstance(annotation, type) and hasattr(annotation, "model_fields")
 
 
 def rows(model: Any, prefix: str = "") -> list[tuple[str, str, str, str]]:
@@ -84,8 +103,9 @@ def render() -> str:
             if entry.provider.distribution not in ours:
                 continue
             provider = entry.provider.distribution or entry.provider.plugin
+            name = f"{entry.name}<model>" if entry.name.endswith("/") else entry.name  # a family: timm/<model>
             parts += [
-                f'### `{section}.name = "{entry.name}"` ({provider})',
+                f'### `{section}.name = "{name}"` ({provider})',
                 "",
                 table(entry.obj.Config, f"{section}."),
                 "",

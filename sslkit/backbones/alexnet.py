@@ -36,7 +36,7 @@ def _unit(c_in: int, c_out: int, kernel: int, stride: int = 1, affine: bool = Tr
 
 class AlexNetConfig(Config):
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier (0.25 for CPU-sized runs)")
-    in_channels: int = Field(3, ge=1)
+    in_channels: int = Field(3, ge=1, description="image channels: 3 for RGB data, 1 for grayscale")
 
 
 class AlexNet(Backbone):

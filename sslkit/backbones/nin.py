@@ -29,7 +29,7 @@ def conv_unit(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
 class NINConfig(Config):
     blocks: int = Field(4, ge=3, description="conv blocks (the paper: 3, 4 or 5)")
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier (0.25 for CPU-sized runs)")
-    in_channels: int = Field(3, ge=1)
+    in_channels: int = Field(3, ge=1, description="image channels: 3 for RGB data, 1 for grayscale")
 
 
 class NetworkInNetwork(Backbone):

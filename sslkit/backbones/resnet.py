@@ -16,7 +16,7 @@ from ..interfaces import Backbone, Config, Stage
 
 class ResNetConfig(Config):
     small_stem: bool = Field(True, description="3x3/1 stem without max-pool, for 32-96 px images")
-    in_channels: int = Field(3, ge=1)
+    in_channels: int = Field(3, ge=1, description="image channels: 3 for RGB data, 1 for grayscale")
 
 
 class ResNet18(Backbone):

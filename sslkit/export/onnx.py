@@ -68,10 +68,10 @@ class ExportResult:
     dtype: str
     output_shape: tuple[int, ...]
     tolerance: float
-    checks: list[Check] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list, repr=False)
     bytes: int = 0
     seconds: float = 0.0
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict, repr=False)  # the run's config among them: kBs
 
     @property
     def worst(self) -> Check:

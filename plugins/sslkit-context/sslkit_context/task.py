@@ -76,7 +76,7 @@ class ContextConfig(Config):
         "(1: global average pool; 2+: keeps where things lie in the patch, as the paper's fc6 did)",
     )
     hidden: int = Field(512, ge=8, description="width of the fusion head's hidden layer (fc7)")
-    dropout: float = Field(0.5, ge=0, lt=1)
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the pair head's last (classifying) layer")
 
 
 _SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
