@@ -2,7 +2,7 @@
 
     import sslkit
 
-    sslkit.list_backbones()                                   # ['alexnet', 'nin', 'resnet18']
+    sslkit.list_backbones()                                   # ['alexnet', 'nin', 'resnet18', 'timm/*']
     sslkit.list_backbones("timm/resnet1*")                    # timm models, when timm is installed
     net = sslkit.create_backbone("nin", blocks=3, width=0.25)
     run = sslkit.train("rotation", backbone="nin", data="sample", out="runs/demo",
@@ -113,14 +113,17 @@ def list_tasks(pattern: str | None = None, *, plugins: Plugins | None = None) ->
 
 
 def list_backbones(pattern: str | None = None, *, plugins: Plugins | None = None) -> list[str]:
-    """Registered backbone names, e.g. ``['alexnet', 'nin', 'resnet18']``. A family's members
-    are listed when the pattern names the family: ``list_backbones("timm/resnet1*")`` ->
+    """Registered backbone names, e.g. ``['alexnet', 'nin', 'resnet18', 'timm/*']``: a family
+    (``timm/``, hundreds of models) shows as ``family/*`` as in ``sslkit plugins``, and its
+    members are listed when the pattern names the family: ``list_backbones("timm/resnet1*")`` ->
     ``['timm/resnet10t', 'timm/resnet14t', 'timm/resnet18', ...]`` (timm installed)."""
     registry = (plugins or load_plugins()).backbones
     names = _names(registry, pattern)
     for family in registry.families():
         if pattern and pattern.startswith(family):
             names += [family + v for v in registry.get(family).list_variants(pattern[len(family) :] or "*")]
+        elif not pattern or fnmatch.fnmatchcase(family + "*", pattern):
+            names.append(family + "*")
     return names
 
 

@@ -31,6 +31,9 @@ def test_listing_and_factory(plugins):
     assert {"rotation", "context"} <= set(sslkit.list_tasks(plugins=plugins))
     assert sslkit.list_tasks("rot*", plugins=plugins) == ["rotation"]
     assert {"nin", "resnet18", "alexnet"} <= set(sslkit.list_backbones(plugins=plugins))
+    if "timm/" in plugins.backbones.families():  # a family shows as such, as in `sslkit plugins`
+        assert "timm/*" in sslkit.list_backbones(plugins=plugins)
+        assert "timm/resnet18" in sslkit.list_backbones("timm/resnet1*", plugins=plugins)
     assert sslkit.list_probes(plugins=plugins) == sorted(["conv", "knn", "linear", "mlp"])
     assert {"csv", "tensorboard", "wandb"} <= set(sslkit.list_loggers(plugins=plugins))
     net = sslkit.create_backbone("nin", blocks=3, width=0.25)

@@ -171,20 +171,28 @@ def test_load_dataset_folder(tmp_path, plugins):
     assert list((tmp_path / "sslkit-data" / "folders").glob("*.pt"))  # cached under SSLKIT_DATA
 
 
-def test_mixed_sizes_need_image_size(tmp_path, plugins):
+def test_mixed_sizes_train_at_the_most_common_square_size_or_ask(tmp_path, plugins, caplog):
+    """A folder of mixed sizes trains at its most common size when that is square (one warning
+    says so; the rest resized and centre-cropped), and asks for data.image_size otherwise."""
     root = tmp_path / "sizes"
     _save(root / "a.png", size=(8, 8))
     _save(root / "b.png", size=(8, 8), seed=1)
     _save(root / "c.png", size=(12, 10), seed=2)
-    with pytest.raises(DataError) as info:
-        load_folder(root, cache_dir=tmp_path / "cache")
-    msg = str(info.value)
-    assert "data.image_size" in msg
-    assert "\n" not in msg
+    with caplog.at_level("WARNING"):
+        data = load_folder(root, cache_dir=tmp_path / "cache")
+    assert data.images.shape == (3, 3, 8, 8)
+    assert "training at 8x8, the most common" in caplog.text and "data.image_size" in caplog.text
     data = load_folder(root, image_size=16, cache_dir=tmp_path / "cache")
     assert data.images.shape == (3, 3, 16, 16)
     data = load_dataset(str(root), plugins, image_size=16)
     assert data.images.shape == (3, 3, 16, 16)
+    wide = tmp_path / "wide"
+    _save(wide / "a.png", size=(12, 10))
+    _save(wide / "b.png", size=(12, 10), seed=1)
+    _save(wide / "c.png", size=(8, 8), seed=2)
+    with pytest.raises(DataError) as info:
+        load_folder(wide, cache_dir=tmp_path / "cache")
+    assert "not square" in str(info.value) and "data.image_size" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_decode_cache(tmp_path, monkeypatch):

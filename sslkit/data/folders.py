@@ -33,6 +33,34 @@ def _decode(path: Path, size: int | None) -> np.ndarray | None:
     return decode_image(path, None if size is None else (size, size))
 
 
+def _one_size(
+    root: Path, kept: list[tuple[str, np.ndarray]], files: list[Path], rel: list[str]
+) -> list[tuple[str, np.ndarray]]:
+    """Images of several sizes, no data.image_size: the most common size when it is square, the
+    others resized and centre-cropped to it (one warning says so); else a one-line error."""
+    shapes = Counter(a.shape for _, a in kept)
+    if len(shapes) == 1:
+        return kept
+    common = shapes.most_common(1)[0][0]
+    if common[1] != common[2]:
+        raise DataError(
+            f"--data '{root}': images have {len(shapes)} different sizes (most common "
+            f"{common[2]}x{common[1]}, not square); resize them with --set data.image_size={min(common[1:])}"
+        )
+    size = common[1]
+    log.warning(
+        "--data '%s': images have %d different sizes; training at %dx%d, the most common (the others "
+        "resized and centre-cropped); set data.image_size to choose",
+        root,
+        len(shapes),
+        size,
+        size,
+    )
+    path_of = dict(zip(rel, files, strict=True))
+    resized = [(r, a if a.shape == common else _decode(path_of[r], size)) for r, a in kept]
+    return [(r, a) for r, a in resized if a is not None]
+
+
 def _cache_path(root: Path, files: list[Path], rel: list[str], image_size: int | None, cache_dir: Path | None) -> Path:
     """Where the decoded folder is cached: a hash of the listing (names, sizes, mtimes) and the size."""
     key = hashlib.sha1(f"v{CACHE_VERSION}|{root}|{image_size}".encode())
@@ -92,13 +120,7 @@ def load_folder(
     kept = [(r, a) for r, a in zip(rel, arrays, strict=True) if a is not None]
     if not kept:
         raise DataError(f"--data '{root}': none of the {len(files)} image files could be read")
-    shapes = Counter(a.shape for _, a in kept)
-    if len(shapes) > 1:
-        common = shapes.most_common(1)[0][0]
-        raise DataError(
-            f"--data '{root}': images have {len(shapes)} different sizes (most common "
-            f"{common[2]}x{common[1]}); resize them with --set data.image_size={common[1]}"
-        )
+    kept = _one_size(root, kept, files, rel)
     images = torch.from_numpy(np.stack([a for _, a in kept]))
     labels = None
     if labelled:
