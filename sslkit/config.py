@@ -432,3 +432,26 @@ def assemble(
             f"'{task_name}': remove task.name from the config or train that task"
         )
     return build_config(raw, plugins)
+
+
+def model_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of a config model, sections flattened (``data.batch_size``)."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            keys += model_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def config_keys(plugins: Plugins) -> list[str]:
+    """Every key ``--set`` takes: the run's, then each registered task's and backbone's own
+    (``task.angles``, ``backbone.width``), sorted and without repeats (for shell completion)."""
+    keys = set(model_keys(RunConfig)) - {"task", "backbone"}  # tables: their keys follow
+    for section, registry in (("task", plugins.tasks), ("backbone", plugins.backbones)):
+        for name in registry.names():
+            cls = registry.get(name)
+            keys |= set(model_keys(cls.Config, f"{section}.")) if hasattr(cls, "Config") else set()
+    return sorted(keys)

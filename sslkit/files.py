@@ -31,6 +31,16 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
+def data_root() -> Path:
+    """``$SSLKIT_DATA``, else ``$XDG_CACHE_HOME/sslkit`` (default ``~/.cache/sslkit``): decoded
+    folders, packed caches, downloads and the shell completion's name list live here."""
+    env = os.environ.get("SSLKIT_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "sslkit"
+
+
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +278,29 @@ def test_first_sentence_keeps_dotted_names_whole():
 
     assert first_sentence("Export a trained encoder. ONNX files carry metadata.") == "Export a trained encoder."
     assert first_sentence("Writes probe.json (and\n more) here.\n\nDetails.") == "Writes probe.json (and more) here."
+
+
+def _complete(words: str) -> list[str]:
+    n = len(words.split()) - (0 if words.endswith(" ") else 1)
+    result = sslkit(env={"_SSLKIT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(n)})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_completion_of_names_and_config_keys_reads_a_cached_list(tmp_path):
+    """TAB completes registered names (tasks, the next task of a mix, backbones, loggers, export
+    formats) and --set keys from a list cached under SSLKIT_DATA, rebuilt when plugins change."""
+    from sslkit.cli.completion import _key
+
+    assert _complete("sslkit train ro") == ["rotation"]
+    cache = Path(os.environ["SSLKIT_DATA"]) / "completion.json"
+    assert json.loads(cache.read_text())["key"] == _key()
+    assert _complete("sslkit train rotation+con") == ["rotation+context"]
+    assert "optim.lr=" in _complete("sslkit train rotation --set optim.l")
+    assert "task.angles=" in _complete("sslkit train rotation --set task.an")
+    assert {"nin", "resnet18"} <= set(_complete("sslkit train rotation --backbone "))
+    assert {"csv", "tensorboard"} <= set(_complete("sslkit train rotation --logger "))
+    assert _complete("sslkit export run --format onn") == ["onnx"]
+    stale = json.loads(cache.read_text())
+    cache.write_text(json.dumps({"key": "an older set of plugins", "names": {**stale["names"], "tasks": ["old"]}}))
+    assert _complete("sslkit train ro") == ["rotation"]  # rebuilt, not the stale list

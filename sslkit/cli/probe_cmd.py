@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import typer
 
+from .completion import complete_probes
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # typer shows the choices and rejects others
 
 
@@ -61,7 +63,9 @@ def register(app: typer.Typer) -> None:
         layers: str | None = typer.Option(
             None, "--layers", help="'all' (every stage, Table 1) or a comma-separated list."
         ),
-        probe: str = typer.Option("mlp", "--probe", "-p", help="linear, mlp, conv, knn or a plugin's probe."),
+        probe: str = typer.Option(
+            "mlp", "--probe", "-p", autocompletion=complete_probes, help="linear, mlp, conv, knn or a plugin's probe."
+        ),
         data: str | None = typer.Option(
             None,
             "--data",

@@ -6,22 +6,30 @@ from pathlib import Path
 
 import typer
 
+from .completion import complete_backbones, complete_keys, complete_tasks
+
 
 def register(app: typer.Typer) -> None:
     @app.command("show-batch")
     def show_batch_command(
         ctx: typer.Context,
-        task: str = typer.Argument(..., help="Pretext task, e.g. rotation or context."),
+        task: str = typer.Argument(..., autocompletion=complete_tasks, help="Pretext task, e.g. rotation or context."),
         out: Path = typer.Option(Path("batch.png"), "--out", "-o", help="PNG file to write."),
         data: str | None = typer.Option(None, "--data", "-d", help="Dataset name or image folder [default: sample]."),
         images: int = typer.Option(4, "--count", "-n", min=1, max=64, help="How many images to draw from the data."),
         backbone: str | None = typer.Option(
-            None, "--backbone", "-b", help="Backbone (the task may build its head for it)."
+            None,
+            "--backbone",
+            "-b",
+            autocompletion=complete_backbones,
+            help="Backbone (the task may build its head for it).",
         ),
         preset: str | None = typer.Option(
             None, "--preset", help="The task's preset (may change task and data options)."
         ),
-        sets: list[str] = typer.Option([], "--set", "-s", help="Override config keys, as for 'sslkit train'."),
+        sets: list[str] = typer.Option(
+            [], "--set", "-s", autocompletion=complete_keys, help="Override config keys, as for 'sslkit train'."
+        ),
         config: Path | None = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
         seed: int = typer.Option(0, "--seed", help="Which images and which random draws."),
         device: str = typer.Option(

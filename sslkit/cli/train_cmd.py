@@ -8,6 +8,7 @@ from typing import Any, Literal
 import typer
 
 from ..errors import ConfigError
+from .completion import complete_backbones, complete_data, complete_keys, complete_loggers, complete_tasks
 
 # RunConfig.precision's values, spelled out so that --help shows them without importing pydantic
 # (tests/test_api.py checks that the two agree).
@@ -26,17 +27,27 @@ def register(app: typer.Typer) -> None:
     def train_command(
         ctx: typer.Context,
         task: str = typer.Argument(
-            ..., help="Pretext task, e.g. rotation, or several joined by + (rotation+context); see 'sslkit plugins'."
+            ...,
+            autocompletion=complete_tasks,
+            help="Pretext task, e.g. rotation, or several joined by + (rotation+context); see 'sslkit plugins'.",
         ),
-        backbone: str | None = typer.Option(None, "--backbone", "-b", help="Backbone name (default: nin)."),
-        data: str | None = typer.Option(None, "--data", "-d", help="Dataset name or image folder (default: sample)."),
+        backbone: str | None = typer.Option(
+            None, "--backbone", "-b", autocompletion=complete_backbones, help="Backbone name (default: nin)."
+        ),
+        data: str | None = typer.Option(
+            None, "--data", "-d", autocompletion=complete_data, help="Dataset name or image folder (default: sample)."
+        ),
         epochs: int | None = typer.Option(None, "--epochs", "-e", help="Epochs (default: the preset's)."),
         batch_size: int | None = typer.Option(
             None, "--batch-size", help="Images per step before pretext expansion (default: 128)."
         ),
         preset: str | None = typer.Option(None, "--preset", help="The task's recipe, e.g. paper or repo for rotation."),
         sets: list[str] = typer.Option(
-            [], "--set", "-s", help="Override any config key: --set backbone.width=0.25 (repeatable)."
+            [],
+            "--set",
+            "-s",
+            autocompletion=complete_keys,
+            help="Override any config key: --set backbone.width=0.25 (repeatable).",
         ),
         config: Path | None = typer.Option(None, "--config", "-c", help="A .toml or .json file of config keys."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: runs/TASK-BACKBONE-TIME)."),
@@ -53,6 +64,7 @@ def register(app: typer.Typer) -> None:
         logger: list[str] = typer.Option(
             [],
             "--logger",
+            autocompletion=complete_loggers,
             metavar="NAME",
             help="Experiment logger: csv, tensorboard, wandb or a plugin's (repeatable; see 'sslkit plugins').",
         ),

@@ -8,7 +8,6 @@ store or a folder means is decided once, in :mod:`sslkit.data.opener`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
+from ..files import data_root  # noqa: F401  (re-exported: sslkit.data.datasets.data_root)
 
 if TYPE_CHECKING:
     from ..plugins import Plugins
@@ -98,15 +98,6 @@ class DatasetLoader(Protocol):
     """
 
     def __call__(self, split: str, root: Path) -> ImageData: ...
-
-
-def data_root() -> Path:
-    """``$SSLKIT_DATA``, else ``$XDG_CACHE_HOME/sslkit`` (default ``~/.cache/sslkit``)."""
-    env = os.environ.get("SSLKIT_DATA")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "sslkit"
 
 
 def load_registered(name: str, plugins: Plugins, split: str = "train") -> object:
