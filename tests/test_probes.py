@@ -330,3 +330,25 @@ def test_features_are_read_at_the_runs_training_precision(plugins, tmp_path):
     bf16, fp32 = caches["auto"][("test", "block2", 1, "bf16")], caches["fp32"][("test", "block2", 1, "fp32")]
     assert bf16.dtype == fp32.dtype == torch.float32 and not torch.equal(bf16, fp32)
     assert (bf16 - fp32).norm() / fp32.norm() < 0.05
+
+
+def test_the_normalised_linear_probe_trains_on_features_of_any_scale():
+    """A random-init NIN's block4 features vary by ~1e-6: BatchNorm's fixed eps zeroed them and
+    the linear probe stayed at chance (12.5% where kNN gets 30%). Scaled by 1e-7, features now
+    give the same probe outputs as at scale 1."""
+    import torch
+
+    from sslkit.probes.heads import LinearConfig, LinearProbe
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 16, 4, 4, generator=gen) + torch.randn(1, 16, 1, 1, generator=gen)
+    outputs = []
+    for scale in (1.0, 1e-7):
+        torch.manual_seed(0)
+        probe = LinearProbe(LinearConfig(norm=True), (16, 4, 4), 10).train()
+        outputs.append(probe(x * scale).detach())
+        probe.eval()
+        outputs.append(probe(x * scale).detach())
+    torch.testing.assert_close(outputs[0], outputs[2], rtol=1e-4, atol=1e-4)  # training mode
+    torch.testing.assert_close(outputs[1], outputs[3], rtol=1e-3, atol=1e-3)  # running statistics
+    assert outputs[0].std() > 0.1  # not the ~0 of a swamped BatchNorm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,7 +96,10 @@ def test_unknown_names_and_missing_task_plugins_are_one_line_errors(plugins):
             get_recipe(name, "quick", builtins_only)
 
 
-@pytest.mark.parametrize("name", ["rotnet-cifar10-quick", "context-cifar10-quick"])
+QUICK_PAGES = sorted(p.name for p in (Path(__file__).parent.parent / "docs" / "reproduce").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("name", QUICK_PAGES)
 def test_the_docs_show_the_quick_table_and_curves_as_the_command_wrote_them(plugins, name):
     """docs/reproduce/NAME/ holds reproduce.json and curves.png of a real run of
     `sslkit reproduce ... --preset quick` on the CIFAR-10 folder, and its page is exactly the
@@ -108,6 +112,8 @@ def test_the_docs_show_the_quick_table_and_curves_as_the_command_wrote_them(plug
 
     folder = Path(__file__).parent.parent / "docs" / "reproduce" / name
     table = json.loads((folder / "reproduce.json").read_text())
+    if table["reproduction"] not in plugins.recipes:  # an example plugin's page, not installed
+        pytest.skip(f"the plugin of '{table['reproduction']}' is not installed")
     assert (folder / "index.md").read_text() == to_markdown(table)
     assert table["preset"] == "quick" and not table["smoke"]
     with Image.open(folder / table["curves"]) as im:
