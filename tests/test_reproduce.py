@@ -119,7 +119,14 @@ def test_the_docs_show_the_quick_table_and_curves_as_the_command_wrote_them(plug
     with Image.open(folder / table["curves"]) as im:
         im.verify()
     recipe = get_recipe(table["reproduction"], "quick", plugins)
-    assert {r["row"] for r in table["rows"]} == {f"{j.key}/{layer}" for j in recipe.jobs for layer in j.layers}
+    arms = [a.task for a in recipe.arms] if recipe.arms else [None]
+    want = {
+        f"{arm}/{j.key}/{layer}" if arm and j.trunk == "pretext" else f"{j.key}/{layer}"
+        for j in recipe.jobs
+        for layer in j.layers
+        for arm in (arms if j.trunk == "pretext" else [None])
+    }
+    assert {r["row"] for r in table["rows"]} == want
 
 
 def test_the_multitask_recipe_probes_each_task_and_the_mix_alike(plugins, tmp_path):

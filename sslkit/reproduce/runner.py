@@ -188,7 +188,6 @@ def run_recipe(
         exclude = base.test_fraction if test_data is None and data not in plugins.datasets else 0.0
         run = dict(plugins=plugins, device=device, smoke=smoke, callbacks=list(callbacks or []), seed=seed)
         trunks = _trunks(recipe, out, data, say, exclude_test=exclude, **run)
-        pretext_s = time.perf_counter() - t0
         shown = next((t for t in trunks if t.arm == recipe.task), trunks[0])  # a mix's curves show each task
         curves = _curves(shown.run_dir, out)
         splits = _splits(data, test_data, plugins, base, smoke)
@@ -207,8 +206,11 @@ def run_recipe(
             "data": data,
             "smoke": smoke,
             "source": recipe.source,
-            **_pretext_fields(recipe, trunks, out, pretext_s),
-            "total_seconds": round(time.perf_counter() - t0, 1),
+            **_pretext_fields(recipe, trunks, out),
+            # a reused pretext run counts the time it took when it trained, not the ~0 s of reading it
+            "total_seconds": round(
+                time.perf_counter() - t0 + sum(t.info["seconds"] for t in trunks if t.info["reused"]), 1
+            ),
             "test": splits.notes["test"],
             "validation": splits.notes["validation"],
             "selection": "last epoch; the test split is never used for selection",
@@ -231,7 +233,7 @@ def _heldout_accs(task: str, record: dict[str, Any]) -> dict[str, float]:
     return accs
 
 
-def _pretext_fields(recipe: Recipe, trunks: list[Trunk], out: Path, seconds: float) -> dict[str, Any]:
+def _pretext_fields(recipe: Recipe, trunks: list[Trunk], out: Path) -> dict[str, Any]:
     """The table's description of its pretext run, or of each run of a recipe with arms."""
     first = trunks[0].info
     if not recipe.arms:
@@ -239,7 +241,7 @@ def _pretext_fields(recipe: Recipe, trunks: list[Trunk], out: Path, seconds: flo
             "pretext_run": str(trunks[0].run_dir),
             "pretext_epochs": first["epochs"],
             "pretext_heldout_acc": (first["history"][-1].get("heldout_acc") if first["history"] else None),
-            "pretext_seconds": round(seconds, 1),
+            "pretext_seconds": round(first["seconds"], 1),  # a reused run's: the epochs' own
         }
     arms = [
         {
@@ -255,7 +257,7 @@ def _pretext_fields(recipe: Recipe, trunks: list[Trunk], out: Path, seconds: flo
         "pretext_run": str(out / "pretext"),
         "pretext_epochs": max(a["epochs"] for a in arms),
         "pretext_heldout_acc": None,
-        "pretext_seconds": round(seconds, 1),
+        "pretext_seconds": round(sum(a["seconds"] for a in arms), 1),
         "arms": arms,
     }
 
