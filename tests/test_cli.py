@@ -253,7 +253,8 @@ def test_every_short_flag_means_one_thing_and_every_option_has_help():
 def test_help_names_values_and_summaries_whole():
     """`--device DEVICE`, not typer's `<str>`; `sslkit --help` lists each command's first sentence
     whole (click cut them at 45 characters); usage errors are one `error:` line naming --help."""
-    from sslkit.cli.command import build_command, first_sentence
+    from sslkit.cli import build_command
+    from sslkit.cli.command import first_sentence
 
     command = build_command()
     for path, option in _options(command):

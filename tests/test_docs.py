@@ -130,7 +130,7 @@ def test_configuration_page_lists_every_key_with_type_and_default(site):
 def test_cli_page_lists_every_command_with_its_full_description(site):
     """The CLI reference is Markdown generated from the command the CLI runs: every command and
     subcommand, in workflow order, with its whole description (not click's 45-character cut)."""
-    from sslkit.cli.command import build_command
+    from sslkit.cli import build_command
 
     page = " ".join(_text((site / "cli" / "index.html").read_text()).split())
     seen = []

@@ -160,7 +160,7 @@ def test_the_multitask_recipe_probes_each_task_and_the_mix_alike(plugins, tmp_pa
 
 def test_the_multitask_quick_preset_and_its_missing_plugins(plugins):
     recipe = get_recipe("multitask-cifar10", "quick", plugins)
-    assert recipe.pretext["epochs"] == 2 and recipe.pretext["precision"] == "bf16"
-    assert recipe.backbone == {"name": "nin", "blocks": 4, "width": 0.5} and not recipe.paper
+    assert recipe.pretext["epochs"] == 2 and recipe.pretext["precision"] == "auto"
+    assert recipe.backbone == {"name": "nin", "blocks": 4, "width": 0.25} and not recipe.paper
     with pytest.raises(ConfigError, match="needs the 'rotation' pretext task.*pip install sslkit-rotation"):
         get_recipe("multitask-cifar10", "quick", load_plugins("none"))

@@ -1,6 +1,6 @@
 """mkdocs hook: replace ``<!-- cli-reference -->`` with a Markdown reference of every command.
 
-Generated from the command the CLI runs (``sslkit.cli.command.build_command``) at build time,
+Generated from the command the CLI runs (``sslkit.cli.build_command``) at build time,
 so it cannot drift: commands in workflow order, each with its whole description, its usage line
 and a table of its arguments and options (value, default, help).
 """
@@ -13,7 +13,7 @@ MARKER = "<!-- cli-reference -->"
 
 
 def reference_markdown() -> str:
-    from sslkit.cli.command import build_command
+    from sslkit.cli import build_command
 
     return "\n".join(_sections(build_command(), ["sslkit"]))
 

@@ -18,7 +18,7 @@ TINY = ["--set", "backbone.blocks=3", "--set", "backbone.width=0.1", "--set", "d
 
 
 def _sslkit(*args: str) -> None:
-    from sslkit.cli.command import build_command
+    from sslkit.cli import build_command
 
     code = build_command().main(args=list(args), prog_name="sslkit", standalone_mode=False)
     if code not in (None, 0):

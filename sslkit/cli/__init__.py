@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import typer
 
@@ -149,6 +149,13 @@ def build_app() -> typer.Typer:
     return app
 
 
+def build_command() -> Any:
+    """The click command ``sslkit`` runs: the typer app, with readable help (cli/command.py)."""
+    from .command import command_of
+
+    return command_of(build_app())
+
+
 def optional_resume_value(args: list[str]) -> list[str]:
     """Spell `--resume` and `--resume auto` as `--resume=yes` and `--resume=auto`.
 
@@ -172,8 +179,6 @@ def optional_resume_value(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors are typer's (exit 2); errors the user can fix are one line, exit 2."""
-    from .command import build_command
-
     command = build_command()
     args = optional_resume_value(list(sys.argv[1:] if argv is None else argv))
     try:

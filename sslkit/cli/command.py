@@ -4,7 +4,8 @@ typer 0.29 names value types in help as ``<str>``, ``<list[str]>`` or ``<int ran
 click cut each command's summary in ``sslkit --help`` at 45 characters. Here every option whose
 metavar is unset gets its long name (``--device DEVICE``, argparse's convention; ``--set KEY=VALUE``;
 choices as ``[fp32|bf16]``) and every command's summary is its help's first sentence, whole.
-The CLI (``main``), the docs' CLI reference and the tests all read this one command.
+The CLI (``main``), the docs' CLI reference and the tests all read this one command, built by
+:func:`sslkit.cli.build_command`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import typer
 METAVARS = {"set": "KEY=VALUE", "sets": "KEY=VALUE"}
 
 
-def build_command() -> Any:
-    from . import build_app
-
-    command = typer.main.get_command(build_app())
+def command_of(app: typer.Typer) -> Any:
+    """The click command of ``app``, polished (see the module's docstring)."""
+    command = typer.main.get_command(app)
     polish(command)
     return command
 
