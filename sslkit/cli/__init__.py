@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
@@ -24,7 +24,13 @@ class _OneLine(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
-class _StderrHandler(logging.StreamHandler[TextIO]):
+if TYPE_CHECKING:  # generic in typeshed; subscriptable at run time only from Python 3.11
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:
+    _StreamHandler = logging.StreamHandler
+
+
+class _StderrHandler(_StreamHandler):
     """Writes to whatever ``sys.stderr`` is at each record (like logging's last-resort handler):
     a stream bound once would outlive a notebook's or a test's replaced stderr."""
 
