@@ -13,9 +13,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .hookspecs import hookimpl  # noqa: E402  (pluggy only: cheap)
-
 _LAZY = {
+    "hookimpl": "sslkit.hookspecs",  # lazy too: a TAB (cli/quick_complete.py) imports no pluggy
     "Backbone": "sslkit.interfaces",
     "PretextTask": "sslkit.interfaces",
     "Probe": "sslkit.interfaces",
@@ -51,7 +50,7 @@ _LAZY = {
     "load_checkpoint": "sslkit.checkpoint",
 }
 
-__all__ = ["__version__", "hookimpl", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

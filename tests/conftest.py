@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from isolation import isolate_data_root
+
 
 @pytest.fixture(autouse=True)
 def _isolated_data_root(tmp_path_factory, monkeypatch):
     """Tests never read or write the user's cache: SSLKIT_DATA points at a per-session folder."""
-    root = tmp_path_factory.getbasetemp() / "sslkit-data"
-    monkeypatch.setenv("SSLKIT_DATA", str(root))
-    monkeypatch.delenv("SSLKIT_PLUGINS", raising=False)
+    isolate_data_root(tmp_path_factory, monkeypatch)
 
 
 @pytest.fixture(scope="session")

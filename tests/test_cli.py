@@ -303,5 +303,5 @@ def test_completion_of_names_and_config_keys_reads_a_cached_list(tmp_path):
     assert {"csv", "tensorboard"} <= set(_complete("sslkit train rotation --logger "))
     assert _complete("sslkit export run --format onn") == ["onnx"]
     stale = json.loads(cache.read_text())
-    cache.write_text(json.dumps({"key": "an older set of plugins", "names": {**stale["names"], "tasks": ["old"]}}))
+    cache.write_text(json.dumps({"key": "an older set of plugins", "value": {**stale["value"], "tasks": ["old"]}}))
     assert _complete("sslkit train ro") == ["rotation"]  # rebuilt, not the stale list

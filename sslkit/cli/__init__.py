@@ -8,47 +8,16 @@ inside commands, so ``sslkit --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-import typer
-
-from .. import __version__
 from ..errors import SSLKitError
 
-
-class _OneLine(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
-if TYPE_CHECKING:  # generic in typeshed; subscriptable at run time only from Python 3.11
-    _StreamHandler = logging.StreamHandler[TextIO]
-else:
-    _StreamHandler = logging.StreamHandler
-
-
-class _StderrHandler(_StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at each record (like logging's last-resort handler):
-    a stream bound once would outlive a notebook's or a test's replaced stderr."""
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
-
-
-def _setup_logging(verbose: bool) -> None:
-    handler = _StderrHandler()
-    handler.setFormatter(_OneLine())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
+if TYPE_CHECKING:
+    import typer
 
 
 # errno -> (what happened, how to fix it) for the OSErrors that are the user's to fix.
@@ -86,73 +55,11 @@ def user_os_error(exc: BaseException) -> str | None:
     return None
 
 
-def _print_version(value: bool) -> None:
-    # Eager: runs while the options are parsed, before the group asks for a command.
-    if value:
-        typer.echo(f"sslkit {__version__}")
-        raise typer.Exit()
-
-
 def build_app() -> typer.Typer:
-    app = typer.Typer(
-        name="sslkit",
-        help="Self-supervised pretraining with pluggable pretext tasks, backbones and probes.",
-        no_args_is_help=True,
-        pretty_exceptions_enable=False,
-        rich_markup_mode=None,  # help texts are plain: "[default: x]" must not be read as markup
-        add_completion=True,
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
+    """The typer app (cli/app.py), imported here only when a command runs: a TAB needs none."""
+    from .app import build_app as build
 
-    @app.callback()
-    def root(
-        ctx: typer.Context,
-        plugins: str | None = typer.Option(
-            None,
-            "--plugins",
-            envvar="SSLKIT_PLUGINS",
-            help="Comma-separated plugin selection: NAME loads only those, -NAME disables one, 'none' only built-ins.",
-        ),
-        verbose: bool = typer.Option(False, "--verbose", "-v", help="Print informational messages."),
-        version: bool = typer.Option(
-            False,
-            "--version",
-            help="Print the version and exit.",
-            is_eager=True,
-            callback=_print_version,
-        ),
-    ) -> None:
-        _setup_logging(verbose)
-        ctx.obj = {"plugins": plugins}
-
-    # One module per command group; each imports torch only inside its commands.
-    from . import (
-        data_cmd,
-        embed_cmd,
-        export_cmd,
-        new_plugin_cmd,
-        plugins_cmd,
-        probe_cmd,
-        reproduce_cmd,
-        show_cmd,
-        train_cmd,
-        viz_cmd,
-    )
-
-    for module in (  # in workflow order: `sslkit --help` and the docs' reference list them so
-        train_cmd,
-        show_cmd,
-        probe_cmd,
-        reproduce_cmd,
-        viz_cmd,
-        export_cmd,
-        embed_cmd,
-        data_cmd,
-        plugins_cmd,
-        new_plugin_cmd,
-    ):
-        module.register(app)
-    return app
+    return build()
 
 
 def build_command() -> Any:
@@ -185,7 +92,13 @@ def optional_resume_value(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Usage errors are typer's (exit 2); errors the user can fix are one line, exit 2."""
+    if "_SSLKIT_COMPLETE" in os.environ:  # a TAB: answered from the cached command tree if it can be
+        _quick_completion()
+    import typer
+
     command = build_command()
+    if "_SSLKIT_COMPLETE" in os.environ:  # typer answers this TAB; the next one need not wait for it
+        _store_command_tree(command)
     args = optional_resume_value(list(sys.argv[1:] if argv is None else argv))
     try:
         code = command.main(args=args, prog_name="sslkit", standalone_mode=False)
@@ -208,6 +121,26 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quick_completion() -> None:
+    """Print the TAB's answer and exit, without typer, when cli/quick_complete.py is sure of it."""
+    from .quick_complete import answer
+
+    try:
+        text = answer()
+    except Exception:  # the quick path is an optimisation: on any surprise, typer answers
+        return
+    if text is not None:
+        sys.stdout.write(text + "\n")
+        sys.exit(0)
+
+
+def _store_command_tree(command: Any) -> None:
+    from .quick_complete import store_command_tree
+
+    with contextlib.suppress(Exception):  # an optimisation: never in the way of the answer
+        store_command_tree(command)
 
 
 def usage_line(exc: typer.TyperException) -> str:

@@ -1,10 +1,10 @@
 """Shell completion of registered names and config keys, fast (``sslkit train <TAB>``).
 
-Loading the plugins imports torch and every plugin: seconds per TAB. The names are therefore
-kept in one small JSON file under :func:`sslkit.files.data_root`, keyed by the installed
-distributions that declare ``sslkit`` entry points (name and version) and the plugin selection:
-installing, upgrading or removing a plugin changes the key, and the next TAB rebuilds the list
-once (slow), every later one reads it (well under 0.3 s; tests/test_cli.py measures it).
+Loading the plugins imports torch and every plugin: seconds per TAB. The names, and the command
+tree that cli/quick_complete.py answers from, are therefore kept in one small JSON file under
+:func:`sslkit.files.data_root`, keyed by what they come from (see :func:`_key`): installing,
+upgrading or removing a plugin changes the key, and the next TAB rebuilds the list once (slow),
+every later one reads it (benchmarks/completion_latency.py measures both).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from importlib import metadata
+import site
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..files import data_root, write_json
@@ -29,16 +31,28 @@ KINDS = {
 }
 
 
+NAMES_FILE = "completion.json"
+
+
 def _key() -> str:
-    """What the cached names depend on: the plugin distributions, their versions, the selection."""
-    dists = sorted(
-        f"{ep.dist.name if ep.dist else '?'}=={ep.dist.version if ep.dist else '?'}:{ep.name}"
-        for ep in metadata.entry_points(group="sslkit")
-    )
-    return json.dumps([dists, os.environ.get("SSLKIT_PLUGINS", "")])
+    """What the cached names depend on, read cheaply (no package metadata: a TAB has no time).
+
+    Installing, upgrading or removing any distribution adds or removes a ``.dist-info`` folder,
+    which changes the modification time of the site-packages folder that holds it; with the
+    plugin selection and the CLI's own source (an editable install changes options without a new
+    version), that is everything the names and the command tree come from. (Not all of
+    ``sys.path``: its first entry differs between ``sslkit`` and ``python -m sslkit``.)
+    """
+    stamps = []
+    for entry in [*site.getsitepackages(), site.getusersitepackages()]:
+        with contextlib.suppress(OSError):
+            stamps.append(os.stat(entry).st_mtime_ns)
+    here = Path(__file__).parent
+    sources = max((f.stat().st_mtime_ns for f in here.glob("*.py")), default=0)
+    return json.dumps([stamps, os.environ.get("SSLKIT_PLUGINS", ""), sources])
 
 
-def _build() -> dict[str, Any]:
+def _names() -> dict[str, Any]:
     from ..config import config_keys
     from ..plugins import load_plugins
 
@@ -49,64 +63,72 @@ def _build() -> dict[str, Any]:
     return names
 
 
-def cached_names() -> dict[str, Any]:
-    """{kind: names} and {"keys": config keys}, from the cache when it is current."""
-    path = data_root() / "completion.json"
-    key = _key()
+def load_record(filename: str) -> Any | None:
+    """What :func:`store_record` kept under ``filename``, if it is current (else None)."""
     try:
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return dict(cached["names"])
+        record = json.loads((data_root() / filename).read_text())
+        if isinstance(record, dict) and record.get("key") == _key():
+            return record["value"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    names = _build()
-    with contextlib.suppress(OSError):  # a read-only cache folder: complete anyway, slowly
-        write_json(path, {"key": key, "names": names})
-    return names
+    return None
 
 
-def _complete(kind: str, incomplete: str) -> list[str]:
+def store_record(filename: str, value: Any) -> None:
+    """Keep ``value`` under ``filename``, keyed by :func:`_key`; a read-only cache folder keeps
+    nothing (completion still works, slowly)."""
+    with contextlib.suppress(OSError):
+        write_json(data_root() / filename, {"key": _key(), "value": value})
+
+
+def cached_names() -> dict[str, Any]:
+    """{kind: names} and {"keys": config keys}, from the cache when it is current."""
+    names = load_record(NAMES_FILE)
+    if not isinstance(names, dict):
+        names = _names()
+        store_record(NAMES_FILE, names)
+    return dict(names)
+
+
+def complete_names(kind: str, incomplete: str, *, mix: bool = False, suffix: str = "") -> list[str]:
+    """The registered names of ``kind`` that complete ``incomplete``.
+
+    ``mix``: the word is a ``+``-joined mix of tasks, complete its last part
+    (``rotation+c`` -> ``rotation+context``). ``suffix``: appended to each name (``optim.lr=``);
+    a word that already holds it is complete.
+    """
+    if suffix and suffix in incomplete:
+        return []
+    head, _, last = incomplete.rpartition("+") if mix else ("", "", incomplete)
+    prefix = head + "+" if head else ""
     try:
         names = cached_names().get(kind, [])
     except Exception:  # completion must never print a traceback into the user's shell
         return []
-    return [n for n in names if n.startswith(incomplete)]
+    return [prefix + n + suffix for n in names if n.startswith(last)]
 
 
-def complete_tasks(incomplete: str) -> list[str]:
-    """A task, or the next one of a mix: ``rotation+c<TAB>`` -> ``rotation+context``."""
-    head, _, last = incomplete.rpartition("+")
-    prefix = head + "+" if head else ""
-    return [prefix + n for n in _complete("tasks", last)]
+@dataclass(frozen=True)
+class NameCompleter:
+    """A typer ``autocompletion`` callback that completes one kind of registered name.
+
+    A class, not a closure, so that the quick path (cli/quick_complete.py) can read which kind a
+    parameter completes from the command itself and answer without typer.
+    """
+
+    kind: str
+    mix: bool = False
+    suffix: str = ""
+
+    def __call__(self, incomplete: str) -> list[str]:
+        return complete_names(self.kind, incomplete, mix=self.mix, suffix=self.suffix)
 
 
-def complete_backbones(incomplete: str) -> list[str]:
-    return _complete("backbones", incomplete)
-
-
-def complete_probes(incomplete: str) -> list[str]:
-    return _complete("probes", incomplete)
-
-
-def complete_loggers(incomplete: str) -> list[str]:
-    return _complete("loggers", incomplete)
-
-
-def complete_exporters(incomplete: str) -> list[str]:
-    return _complete("exporters", incomplete)
-
-
-def complete_recipes(incomplete: str) -> list[str]:
-    return _complete("recipes", incomplete)
-
-
-def complete_data(incomplete: str) -> list[str]:
-    """Registered dataset names (folders: the shell's own file completion)."""
-    return _complete("datasets", incomplete)
-
-
-def complete_keys(incomplete: str) -> list[str]:
-    """``--set optim.l<TAB>`` -> ``optim.lr=``, ``optim.lars_eta=`` ..."""
-    if "=" in incomplete:
-        return []
-    return [k + "=" for k in _complete("keys", incomplete)]
+complete_tasks = NameCompleter("tasks", mix=True)
+complete_backbones = NameCompleter("backbones")
+complete_probes = NameCompleter("probes")
+complete_loggers = NameCompleter("loggers")
+complete_exporters = NameCompleter("exporters")
+complete_recipes = NameCompleter("recipes")
+complete_data = NameCompleter("datasets")  # folders: the shell's own file completion
+complete_keys = NameCompleter("keys", suffix="=")  # --set optim.l<TAB> -> optim.lr=, ...
