@@ -2,7 +2,7 @@
 
     python examples/pretrain_rotation.py [OUT_DIR]
 
-Runs in well under a minute on 2 CPU cores (a narrow NIN on 2,000 images of the embedded
+Runs in well under a minute on 2 CPU cores (a narrow NIN on 1,000 images of the embedded
 ``sample`` data); CI runs it. Drop the ``sets`` below for the paper's full-width recipe.
 """
 
@@ -22,7 +22,7 @@ def main(out_dir: str) -> float:
     config = assemble(
         "rotation",
         plugins,
-        sets=["backbone.width=0.25", "data.subset=2000"],
+        sets=["backbone.width=0.25", "data.subset=1000"],
         flags={"epochs": 1, "data": {"name": "sample"}},
     )
     run = train(config, out_dir, plugins=plugins)  # a complete RunConfig: no overrides

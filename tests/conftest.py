@@ -32,3 +32,11 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
     for item in marked:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli("train", "rotation", ...)``: sslkit's CLI run in this process (tests/cli_run.py)."""
+    from cli_run import run_in_process
+
+    return lambda *args, env=None, cwd=None: run_in_process(capsys, monkeypatch, *args, env=env, cwd=cwd)

@@ -78,18 +78,33 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_is_one_line_exit_2(case, tmp_path):
-    args, expected = BAD[case]
-    if "simclr" in args:  # a view-declaring task: the SimCLR example plugin
-        pytest.importorskip("sslkit_simclr")
-    args = [_empty_folder(tmp_path) if a == "EMPTY" else a for a in args]
-    result = sslkit(*args, "--out", str(tmp_path / "run")) if "--resume" not in args else sslkit(*args)
+def _bad_args(case: str, tmp_path: Path) -> list[str]:
+    args = [_empty_folder(tmp_path) if a == "EMPTY" else a for a in BAD[case][0]]
+    return args if "--resume" in args else [*args, "--out", str(tmp_path / "run")]
+
+
+def _one_error_line(result: subprocess.CompletedProcess, expected: str) -> str:
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2(case, tmp_path, cli):
+    """Run in this process (tests/cli_run.py); a bug would raise here instead of printing a line."""
+    if "simclr" in BAD[case][0]:  # a view-declaring task: the SimCLR example plugin
+        pytest.importorskip("sslkit_simclr")
+    _one_error_line(cli(*_bad_args(case, tmp_path)), BAD[case][1])
+
+
+@pytest.mark.parametrize("case", ["unknown task", "folder without images"])
+def test_a_real_process_prints_the_same_line(case, tmp_path, cli):
+    """The console script's process and the in-process runs above say the same, and nothing else."""
+    args = _bad_args(case, tmp_path)
+    assert _one_error_line(sslkit(*args), BAD[case][1]) == _one_error_line(cli(*args), BAD[case][1])
 
 
 def test_help_is_fast_and_does_not_import_torch():
@@ -102,8 +117,8 @@ def test_help_is_fast_and_does_not_import_torch():
     assert time.perf_counter() - start < 20  # generous: only guards against importing torch for help
 
 
-def test_plugins_command_and_disabling(tmp_path):
-    listed = json.loads(sslkit("plugins", "--json").stdout)
+def test_plugins_command_and_disabling(tmp_path, cli):
+    listed = json.loads(cli("plugins", "--json").stdout)
     assert {
         "kind": "pretext task",
         "name": "rotation",
@@ -111,13 +126,13 @@ def test_plugins_command_and_disabling(tmp_path):
         "distribution": "sslkit-rotation",
         "version": "0.1.0",
     } in listed["provides"]
-    off = sslkit("--plugins", "-rotation", "train", "rotation")
+    off = cli("--plugins", "-rotation", "train", "rotation")
     assert off.returncode == 2 and "unknown pretext task 'rotation'" in off.stderr
-    env_off = json.loads(sslkit("plugins", "--json", env={"SSLKIT_PLUGINS": "none"}).stdout)
+    env_off = json.loads(cli("plugins", "--json", env={"SSLKIT_PLUGINS": "none"}).stdout)
     assert {r["name"]: r["status"] for r in env_off["plugins"]}["rotation"] == "disabled"
 
 
-def test_existing_run_is_never_overwritten(tmp_path):
+def test_existing_run_is_never_overwritten(tmp_path, cli):
     run = tmp_path / "run"
     args = [
         "train",
@@ -137,9 +152,9 @@ def test_existing_run_is_never_overwritten(tmp_path):
         "--set",
         "data.batch_size=32",
     ]
-    assert sslkit(*args).returncode == 0
+    assert cli(*args).returncode == 0
     before = (run / "checkpoint.pt").read_bytes()
-    again = sslkit(*args)
+    again = cli(*args)
     assert again.returncode == 2 and "--resume" in again.stderr
     assert (run / "checkpoint.pt").read_bytes() == before
 

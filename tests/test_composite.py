@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -213,17 +210,11 @@ def test_export_and_probes_read_the_backbone_of_a_mix(plugins, tmp_path):
     assert 0 <= probe["layers"]["block2"]["test_acc"] <= 1
 
 
-def test_rotation_plus_jigsaw_trains_from_the_command_line(tmp_path):
+def test_rotation_plus_jigsaw_trains_from_the_command_line(tmp_path, cli):
     pytest.importorskip("sslkit_jigsaw")
     sets = [*TINY, "task.jigsaw.permutations=24", "task.weights.jigsaw=0.5"]
     args = ["train", "rotation+jigsaw", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
-    done = subprocess.run(
-        [sys.executable, "-m", "sslkit", *args, *[x for s in sets for x in ("--set", s)]],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    done = cli(*args, *[x for s in sets for x in ("--set", s)])
     assert done.returncode == 0, done.stderr[-3000:]
     (record,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     for key in ("rotation/train_loss", "rotation/heldout_acc", "jigsaw/train_loss", "jigsaw/heldout_acc"):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -112,13 +108,6 @@ def test_decode_gpu_without_cuda_is_a_one_line_error(plugins):
     check_decode(assemble("rotation", plugins).data, torch.device("cpu"))
 
 
-def _sslkit(*args: str, tmp_path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SSLKIT_DATA": str(tmp_path / "data"), "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "sslkit", *args], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "match"),
     [
@@ -127,8 +116,9 @@ def _sslkit(*args: str, tmp_path) -> subprocess.CompletedProcess:
         (["--set", "data.decode=gpu", "--device", "cpu"], "data.decode=gpu decodes on a CUDA GPU"),
     ],
 )
-def test_cli_one_line_errors(args, match, tmp_path):
-    out = _sslkit("train", "rotation", "--epochs", "1", "--out", str(tmp_path / "run"), *args, tmp_path=tmp_path)
+def test_cli_one_line_errors(args, match, tmp_path, cli):
+    env = {"SSLKIT_DATA": str(tmp_path / "data"), "CUDA_VISIBLE_DEVICES": ""}
+    out = cli("train", "rotation", "--epochs", "1", "--out", str(tmp_path / "run"), *args, env=env, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and match in out.stderr, out.stderr
     assert len([line for line in out.stderr.splitlines() if line.startswith("error:")]) == 1

@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from isolation import isolate_data_root
 from sslkit import __version__
 from sslkit.checkpoint import FORMAT, load_checkpoint
 from sslkit.errors import CheckpointError
@@ -64,10 +65,13 @@ def one_error_line(result, *needles, after_other_lines=False):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One tiny trained run, shared (read-only) by the tests that need a checkpoint."""
+    import sslkit as api
+
     out = tmp_path_factory.mktemp("faults") / "run"
-    data = tmp_path_factory.getbasetemp() / "sslkit-data"  # conftest's data folder (set per test)
-    result = sslkit("train", "rotation", "--epochs", "1", *TINY, "--out", out, env={"SSLKIT_DATA": str(data)})
-    assert result.returncode == 0, result.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate_data_root(tmp_path_factory, monkeypatch)
+        tiny = {"backbone.blocks": 3, "backbone.width": 0.1, "data.subset": 64, "data.batch_size": 32}
+        api.train("rotation", out, epochs=1, device="cpu", progress=False, **tiny)
     return out
 
 
@@ -83,13 +87,13 @@ def run(tmp_path_factory):
         ("--labels-per-class", "0", "--labels-per-class 0: out of range; use a value >= 1"),
     ],
 )
-def test_probe_option_out_of_range(option, value, needle, tmp_path):
+def test_probe_option_out_of_range(option, value, needle, tmp_path, cli):
     # checked before the run is read: the run folder need not exist
-    one_error_line(sslkit("probe", tmp_path / "no-run", option, value), needle)
+    one_error_line(cli("probe", tmp_path / "no-run", option, value), needle)
 
 
-def test_version():
-    result = sslkit("--version")
+def test_version(cli):
+    result = cli("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"sslkit {__version__}"
 
@@ -97,38 +101,34 @@ def test_version():
 # --------------------------------------------------------------------------- config files
 
 
-def test_config_not_utf8(tmp_path):
+def test_config_not_utf8(tmp_path, cli):
     bad = tmp_path / "latin1.toml"
     bad.write_bytes("epochs = 1\n# caf\u00e9\n".encode("latin-1"))
-    one_error_line(
-        sslkit("train", "rotation", "--config", bad, "--out", tmp_path / "r"), "not UTF-8", "save it as UTF-8"
-    )
+    one_error_line(cli("train", "rotation", "--config", bad, "--out", tmp_path / "r"), "not UTF-8", "save it as UTF-8")
 
 
-def test_config_is_a_folder(tmp_path):
-    one_error_line(
-        sslkit("train", "rotation", "--config", tmp_path, "--out", tmp_path / "r"), "is a folder", ".toml file"
-    )
+def test_config_is_a_folder(tmp_path, cli):
+    one_error_line(cli("train", "rotation", "--config", tmp_path, "--out", tmp_path / "r"), "is a folder", ".toml file")
 
 
 # --------------------------------------------------------------------------- the file system
 
 
-def test_out_is_a_file(tmp_path):
+def test_out_is_a_file(tmp_path, cli):
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
-    line = one_error_line(sslkit("train", "rotation", "--epochs", "1", *TINY, "--out", blocker / "run"), "cannot write")
+    line = one_error_line(cli("train", "rotation", "--epochs", "1", *TINY, "--out", blocker / "run"), "cannot write")
     assert str(blocker) in line and "--out" in line
     assert blocker.read_text() == "not a folder"
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
-def test_out_in_a_read_only_folder(tmp_path):
+def test_out_in_a_read_only_folder(tmp_path, cli):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
         one_error_line(
-            sslkit("train", "rotation", "--epochs", "1", *TINY, "--out", locked / "run"),
+            cli("train", "rotation", "--epochs", "1", *TINY, "--out", locked / "run"),
             "permission denied",
             str(locked),
         )
@@ -163,6 +163,15 @@ def test_full_disk_keeps_the_finished_checkpoint(run, tmp_path):
     assert not [p.name for p in copy.iterdir() if p.name.endswith(".tmp")]
 
 
+def _load_plugins_raises(monkeypatch: pytest.MonkeyPatch, fail) -> None:
+    """Make ``sslkit plugins`` fail inside loading. The modules that bind ``load_plugins`` at
+    import are imported first, so that none keeps the failing one after this test."""
+    import sslkit.api  # noqa: F401
+    import sslkit.plugins
+
+    monkeypatch.setattr(sslkit.plugins, "load_plugins", fail)
+
+
 @pytest.mark.parametrize(
     "code, needle",
     [
@@ -176,13 +185,12 @@ def test_full_disk_keeps_the_finished_checkpoint(run, tmp_path):
 )
 def test_file_system_errors_are_one_line(code, needle, monkeypatch, capsys):
     """The CLI's top-level handler maps the OSErrors a user can fix to one line naming the path."""
-    import sslkit.plugins
     from sslkit.cli import main
 
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code), "/runs/x/checkpoint.pt")
 
-    monkeypatch.setattr(sslkit.plugins, "load_plugins", refuse)
+    _load_plugins_raises(monkeypatch, refuse)
     with pytest.raises(SystemExit) as info:
         main(["plugins"])
     assert info.value.code == 2
@@ -192,13 +200,12 @@ def test_file_system_errors_are_one_line(code, needle, monkeypatch, capsys):
 
 
 def test_torch_full_disk_runtime_error_is_one_line(monkeypatch, capsys):
-    import sslkit.plugins
     from sslkit.cli import main
 
     def full(*args, **kwargs):
         raise RuntimeError("basic_ios::clear: iostream error")
 
-    monkeypatch.setattr(sslkit.plugins, "load_plugins", full)
+    _load_plugins_raises(monkeypatch, full)
     with pytest.raises(SystemExit) as info:
         main(["plugins"])
     assert info.value.code == 2
@@ -209,39 +216,38 @@ def test_torch_full_disk_runtime_error_is_one_line(monkeypatch, capsys):
 @pytest.mark.parametrize("exc", [RuntimeError("a real bug"), OSError(errno.EIO, "I/O error"), ZeroDivisionError()])
 def test_other_exceptions_keep_their_traceback(exc, monkeypatch):
     """Only the user's faults are one line: a bug still raises (and prints its traceback)."""
-    import sslkit.plugins
     from sslkit.cli import main
 
     def bug(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(sslkit.plugins, "load_plugins", bug)
+    _load_plugins_raises(monkeypatch, bug)
     with pytest.raises(type(exc)):
         main(["plugins"])
 
 
-def test_export_to_a_folder_writes_the_formats_file_in_it(run, tmp_path):
+def test_export_to_a_folder_writes_the_formats_file_in_it(run, tmp_path, cli):
     """`-o exports/` is a folder (created if need be), never a file named `exports`."""
     folder = tmp_path / "exports"
     folder.mkdir()
-    result = sslkit("export", run, "--format", "torch", "-o", str(folder))
+    result = cli("export", run, "--format", "torch", "-o", str(folder))
     assert result.returncode == 0, result.stderr
     assert [p.name for p in folder.iterdir()] == ["backbone.pt"]
     missing = tmp_path / "expdir"
-    result = sslkit("export", run, "--format", "safetensors", "-o", f"{missing}/")
+    result = cli("export", run, "--format", "safetensors", "-o", f"{missing}/")
     assert result.returncode == 0, result.stderr
     assert missing.is_dir() and [p.name for p in missing.iterdir()] == ["backbone.safetensors"]
     file_in_the_way = tmp_path / "f"
     file_in_the_way.write_text("x")
-    one_error_line(sslkit("export", run, "-o", f"{file_in_the_way}/x.onnx"), "is a file, not a folder")
+    one_error_line(cli("export", run, "-o", f"{file_in_the_way}/x.onnx"), "is a file, not a folder")
 
 
-def test_checkpoint_without_config(tmp_path):
+def test_checkpoint_without_config(tmp_path, cli):
     broken = tmp_path / "broken.pt"
     torch.save({"format": FORMAT, "epoch": 1}, broken)
     with pytest.raises(CheckpointError, match="has no 'config' entry"):
         load_checkpoint(broken)
-    one_error_line(sslkit("probe", broken), "has no 'config' entry", "train again")
+    one_error_line(cli("probe", broken), "has no 'config' entry", "train again")
 
 
 # --------------------------------------------------------------------------- plugins
@@ -267,17 +273,20 @@ def register_pretext_tasks(register):
 """
 
 
-def _site(tmp_path: Path, *plugins: tuple[str, str, str]) -> dict[str, str]:
+def _site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *plugins: tuple[str, str, str]) -> dict[str, str]:
+    """Install fake plugin distributions on this process's path (for in-process runs) and return
+    the environment that gives a subprocess the same."""
     site = tmp_path / "site"
     site.mkdir()
     for dist, plugin, source in plugins:
         _fake_distribution(site, dist, plugin, source)
+    monkeypatch.syspath_prepend(str(site))
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 
 
-def test_plugin_that_exits_at_import_is_skipped(tmp_path):
-    env = _site(tmp_path, ("sslkit-quitter", "quitter", "import sys\nsys.exit(3)\n"))
-    listed = sslkit("plugins", "--json", env=env)
+def test_plugin_that_exits_at_import_is_skipped(tmp_path, monkeypatch, cli):
+    _site(tmp_path, monkeypatch, ("sslkit-quitter", "quitter", "import sys\nsys.exit(3)\n"))
+    listed = cli("plugins", "--json")
     assert listed.returncode == 0, listed.stderr
     warnings = [line for line in listed.stderr.splitlines() if "quitter" in line]
     assert len(warnings) == 1 and warnings[0].startswith("warning: plugin 'quitter' was not loaded")
@@ -286,23 +295,23 @@ def test_plugin_that_exits_at_import_is_skipped(tmp_path):
     assert records["quitter"]["status"] == "failed" and records["rotation"]["status"] == "loaded"
     # the other commands still run
     one_error_line(
-        sslkit("train", "rotation", "--set", "backbone.widht=1", "--out", tmp_path / "r", env=env),
+        cli("train", "rotation", "--set", "backbone.widht=1", "--out", tmp_path / "r"),
         "backbone.widht",
         after_other_lines=True,
     )
 
 
-def test_duplicate_task_between_two_plugins(tmp_path):
-    env = _site(tmp_path, ("sslkit-spin-a", "spina", SPIN), ("sslkit-spin-b", "spinb", SPIN))
-    listed = sslkit("plugins", "--json", env=env)
+def test_duplicate_task_between_two_plugins(tmp_path, monkeypatch, cli):
+    env = _site(tmp_path, monkeypatch, ("sslkit-spin-a", "spina", SPIN), ("sslkit-spin-b", "spinb", SPIN))
+    listed = cli("plugins", "--json")
     assert listed.returncode == 0, listed.stderr
     warning = [line for line in listed.stderr.splitlines() if "spin" in line]
     assert len(warning) == 1 and "'spina'" in warning[0] and "'spinb'" in warning[0], listed.stderr
     conflicts = json.loads(listed.stdout)["conflicts"]
     assert [(c["name"], c["plugins"]) for c in conflicts] == [("spin", ["spina", "spinb"])]
-    table = sslkit("plugins", env=env)
+    table = cli("plugins")
     assert table.returncode == 0 and "spin (conflict)" in table.stdout and "conflict:" in table.stdout
-    # using the contested name: one loud line naming both and how to disable one
+    # using the contested name: one loud line naming both and how to disable one; a real process here
     used = sslkit("train", "spin", "--out", tmp_path / "r", env=env)
     assert used.returncode == 2 and "Traceback" not in used.stderr
     error = used.stderr.strip().splitlines()[-1]
@@ -311,24 +320,24 @@ def test_duplicate_task_between_two_plugins(tmp_path):
     # a command that does not use it runs (gets as far as the bad key), and so does 'spin' once one is off
     # (the bad key is reported only after the task was resolved); the conflict stays a warning there
     for args in (["train", "rotation"], ["--plugins", "-spinb", "train", "spin"]):
-        other = sslkit(*args, "--set", "backbone.widht=1", "--out", tmp_path / "r", env=env)
+        other = cli(*args, "--set", "backbone.widht=1", "--out", tmp_path / "r")
         assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr
         assert other.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'backbone.widht'"), (
             other.stderr
         )
 
 
-def test_unknown_plugin_selection_is_an_error():
+def test_unknown_plugin_selection_is_an_error(cli):
     one_error_line(
-        sslkit("--plugins", "rotaton", "plugins"), "'rotaton'", "did you mean 'rotation'?", "installed plugins:"
+        cli("--plugins", "rotaton", "plugins"), "'rotaton'", "did you mean 'rotation'?", "installed plugins:"
     )
-    one_error_line(sslkit("--plugins", "-rotaton", "plugins"), "did you mean 'rotation'?")
-    one_error_line(sslkit("plugins", env={"SSLKIT_PLUGINS": "rotaton"}), "did you mean 'rotation'?")
+    one_error_line(cli("--plugins", "-rotaton", "plugins"), "did you mean 'rotation'?")
+    one_error_line(cli("plugins", env={"SSLKIT_PLUGINS": "rotaton"}), "did you mean 'rotation'?")
 
 
-def test_disabled_builtin_is_named():
+def test_disabled_builtin_is_named(cli):
     one_error_line(
-        sslkit("--plugins", "-backbones", "train", "rotation"),
+        cli("--plugins", "-backbones", "train", "rotation"),
         "unknown backbone 'nin'",
         "the built-in plugin 'backbones' is disabled by --plugins",
     )
@@ -337,7 +346,7 @@ def test_disabled_builtin_is_named():
 # --------------------------------------------------------------------------- retrieval
 
 
-def test_neighbors_warns_about_missing_images(tmp_path):
+def test_neighbors_warns_about_missing_images(tmp_path, cli):
     from sslkit.retrieval import save_collection
 
     files = []
@@ -349,7 +358,7 @@ def test_neighbors_warns_about_missing_images(tmp_path):
     save_collection(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32), files, {})
     files[1].unlink()
     files[3].unlink()
-    result = sslkit("neighbors", tmp_path / "emb.npy", "--random", "4", "--neighbors", "3", "-o", tmp_path / "grid.png")
+    result = cli("neighbors", tmp_path / "emb.npy", "--random", "4", "--neighbors", "3", "-o", tmp_path / "grid.png")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and "2 of the 4 images" in warnings[0] and "grey" in warnings[0], result.stderr

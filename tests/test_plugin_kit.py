@@ -45,16 +45,12 @@ def _run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
     return subprocess.run(args, capture_output=True, text=True, env=env or _env(), cwd=cwd, timeout=600)
 
 
-def _sslkit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "sslkit", *args], env=env)
-
-
 # --------------------------------------------------------------------------- the jigsaw example
 
 
 @needs_jigsaw
-def test_jigsaw_is_listed_with_its_distribution_and_version():
-    proc = _sslkit("plugins", "--json")
+def test_jigsaw_is_listed_with_its_distribution_and_version(cli):
+    proc = cli("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     record = {r["name"]: r for r in data["plugins"]}["jigsaw"]
@@ -66,7 +62,7 @@ def test_jigsaw_is_listed_with_its_distribution_and_version():
 
 
 @needs_jigsaw
-def test_train_jigsaw_from_the_command_line(tmp_path):
+def test_train_jigsaw_from_the_command_line(tmp_path, cli):
     sets = [
         "backbone.blocks=3",
         "backbone.width=0.1",
@@ -76,7 +72,7 @@ def test_train_jigsaw_from_the_command_line(tmp_path):
         "task.tile_dim=16",
         "task.hidden=32",
     ]
-    proc = _sslkit(
+    proc = cli(
         "train",
         "jigsaw",
         "--backbone",
@@ -119,8 +115,8 @@ def test_new_plugin_rejects_bad_names_kinds_and_existing_folders(tmp_path, plugi
     assert [p.name for p in tmp_path.iterdir()] == ["sslkit-fresh-name"]  # no temporary leftovers
 
 
-def test_new_plugin_cli_errors_are_one_line(tmp_path):
-    proc = _sslkit("new-plugin", "nin", "--kind", "backbone", "-o", str(tmp_path))
+def test_new_plugin_cli_errors_are_one_line(tmp_path, cli):
+    proc = cli("new-plugin", "nin", "--kind", "backbone", "-o", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: backbone 'nin' is already registered") and proc.stderr.count("\n") == 1
     assert not list(tmp_path.iterdir())
@@ -136,9 +132,9 @@ def test_render_fills_every_placeholder():
 
 
 @pytest.mark.slow
-def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_named(tmp_path):
+def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_named(tmp_path, monkeypatch, cli):
     # Three working packages, one of each kind, the first through the CLI.
-    proc = _sslkit("new-plugin", "kit_flip", "--kind", "task", "-o", str(tmp_path))
+    proc = cli("new-plugin", "kit_flip", "--kind", "task", "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "pip install -e" in proc.stdout
     write_plugin("kit_convnet", "backbone", tmp_path)
@@ -170,13 +166,14 @@ def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_name
     )
     assert pip.returncode == 0, pip.stderr[-3000:]
     env = _env(PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.syspath_prepend(str(site))  # installed for the CLI runs in this process too
 
     # The duplicate is a conflict: listed and warned about, and using the name is an error
     # naming both plugins, their distributions and the name.
-    proc = _sslkit("plugins", "--json", env=env)
+    proc = cli("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     assert [c["name"] for c in json.loads(proc.stdout)["conflicts"]] == ["kit_flip"]
-    proc = _sslkit("train", "kit_flip", env=env)
+    proc = cli("train", "kit_flip")
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
@@ -189,7 +186,7 @@ def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_name
 
     # Disabled, the rest loads; the misspelt hook is reported by plugin name with the fix.
     env["SSLKIT_PLUGINS"] = "-kit_dupe"
-    proc = _sslkit("plugins", "--json", env=env)
+    proc = cli("plugins", "--json", env={"SSLKIT_PLUGINS": "-kit_dupe"})
     assert proc.returncode == 0, proc.stderr
     records = {r["name"]: r for r in json.loads(proc.stdout)["plugins"]}
     assert records["kit_typo"]["status"] == "failed"
@@ -203,7 +200,7 @@ def test_generated_plugins_install_and_pass_their_tests_and_broken_ones_are_name
         ("kit_linear", "sslkit-kit-linear"),
     ):
         assert records[name]["status"] == "loaded" and records[name]["distribution"] == dist
-    proc = _sslkit("train", "kit_typo", env=env)
+    proc = cli("train", "kit_typo", env={"SSLKIT_PLUGINS": "-kit_dupe"})
     assert proc.returncode == 2
     assert "unknown pretext task 'kit_typo'" in proc.stderr and "plugins that failed to load: kit_typo" in proc.stderr
 

@@ -521,15 +521,8 @@ def test_selection_from_environment(monkeypatch):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_plugins_json():
-    env = {k: v for k, v in os.environ.items() if k != "SSLKIT_PLUGINS"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "sslkit", "plugins", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+def test_cli_plugins_json(cli):
+    proc = cli("plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     records = {r["name"]: r for r in data["plugins"]}

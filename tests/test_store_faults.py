@@ -16,7 +16,6 @@ from sslkit.data.store import Store, pack
 from sslkit.data.training import StoreSource, iterate_batches
 from sslkit.errors import DataError
 from store_damage import DAMAGES, damage
-from test_cli import sslkit
 
 ENCODINGS = ("raw", "jpeg")
 
@@ -87,13 +86,13 @@ def test_flipped_bytes_name_the_sample(tmp_path, encoding):
     _one_line(err, "fails its checksum")
 
 
-def test_edited_index_fails_at_open_and_info(tmp_path):
+def test_edited_index_fails_at_open_and_info(tmp_path, cli):
     path = _store(tmp_path, "raw")
     damage(path, "edited index")
     with pytest.raises(DataError) as err:
         Store.open(path)
     _one_line(err, "index.npy fails its sha256 check")
-    result = sslkit("data", "info", str(path))
+    result = cli("data", "info", str(path))
     assert result.returncode == 2 and "classes (2)" not in result.stdout
     assert result.stderr.strip().startswith("error: ") and "index.npy" in result.stderr
 
@@ -109,10 +108,10 @@ def test_edited_index_fails_at_open_and_info(tmp_path):
         ("raw", "truncated shard"),
     ],
 )
-def test_cli_train_on_a_damaged_store_is_one_line_exit_2(tmp_path, encoding, kind):
+def test_cli_train_on_a_damaged_store_is_one_line_exit_2(tmp_path, encoding, kind, cli):
     path = _store(tmp_path, encoding)
     name = damage(path, kind)
-    result = sslkit(
+    result = cli(
         "train", "rotation", "--data", str(path), "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run"),
         "--set", "backbone.blocks=3", "--set", "backbone.width=0.1", "--set", "data.batch_size=8",
         "--set", "data.in_memory=false", "--set", "data.workers=1",

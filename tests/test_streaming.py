@@ -253,20 +253,12 @@ def test_out_that_is_a_file_is_one_line(plugins, tmp_path):
         train(_config(plugins, "sample"), tmp_path / "f", plugins=plugins)
 
 
-def test_mixed_collection_end_to_end_cli(tmp_path):
+def test_mixed_collection_end_to_end_cli(tmp_path, cli):
     """A user's own mixed collection: pack, train rotation at 64 px from the store, probe (kNN),
     export, embed the store: every command exits 0."""
-    import subprocess
-    import sys
 
     def sslkit(*args):
-        done = subprocess.run(
-            [sys.executable, "-m", "sslkit", *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**__import__("os").environ, "SSLKIT_DATA": str(tmp_path / "cache")},
-        )
+        done = cli(*args, env={"SSLKIT_DATA": str(tmp_path / "cache")})
         assert done.returncode == 0, (args, done.stderr[-3000:])
         return done
 

@@ -78,12 +78,14 @@ def test_loss_decreases_on_sample(plugins, tmp_path):
     assert rows[-1]["heldout_acc"] > 0.4  # chance is 0.25
 
 
-def test_sigkill_then_resume_loses_no_epoch(tmp_path):
-    """Kill the CLI mid-epoch with SIGKILL; --resume finishes with the uninterrupted metrics."""
+def test_sigkill_then_resume_loses_no_epoch(tmp_path, cli):
+    """Kill the CLI's process mid-epoch with SIGKILL; --resume finishes with the uninterrupted
+    metrics. (The reference and the resume run in this process, tests/cli_run.py.)"""
     sets = [a for s in TINY[:2] + ["data.subset=512", "data.batch_size=32", "data.holdout=0.1"] for a in ("--set", s)]
-    base = [sys.executable, "-m", "sslkit", "train", "rotation", "--epochs", "3", "--device", "cpu", *sets]
+    args = ["train", "rotation", "--epochs", "3", "--device", "cpu", *sets]
+    base = [sys.executable, "-m", "sslkit", *args]
     env = {**os.environ, "SSLKIT_DATA": str(tmp_path / "data")}
-    ref = subprocess.run([*base, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True)
+    ref = cli(*args, "--out", str(tmp_path / "ref"), env={"SSLKIT_DATA": str(tmp_path / "data")})
     assert ref.returncode == 0, ref.stderr
     run = tmp_path / "killed"
     proc = subprocess.Popen([*base, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,7 +96,7 @@ def test_sigkill_then_resume_loses_no_epoch(tmp_path):
     proc.wait()
     done = len((run / "metrics.jsonl").read_text().splitlines())
     assert 1 <= done < 3, "the kill should land before the run finished"
-    resumed = subprocess.run([*base, "--out", str(run), "--resume"], env=env, capture_output=True, text=True)
+    resumed = cli(*args, "--out", str(run), "--resume", env={"SSLKIT_DATA": str(tmp_path / "data")})
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stderr
 
