@@ -281,7 +281,8 @@ def test_help_names_values_and_summaries_whole():
     commands = result.stdout.split("Commands:", 1)[1].splitlines()
     order = [line.split()[0] for line in commands if line.startswith("  ") and not line.startswith("   ")]
     assert order[0] == "train" and order.index("probe") < order.index("export") < order.index("plugins"), order
-    assert "--device DEVICE" in sslkit("train", "--help").stdout
+    train_help = sslkit("train", "--help").stdout
+    assert "--device DEVICE" in train_help and "<str>" not in train_help and "  TASK  Pretext task" in train_help
     bad = sslkit("train", "--precision", "fp8")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert (

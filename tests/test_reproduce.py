@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sslkit.errors import ConfigError, UnknownNameError
+from sslkit.errors import CheckpointError, ConfigError, UnknownNameError
 from sslkit.plugins import load_plugins
 from sslkit.reproduce.runner import findings, get_recipe, reproduce
 from sslkit_rotation.recipes import ROTNET_PAPER
@@ -54,6 +54,9 @@ def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
     again = reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
     assert [r["ours"] for r in again["rows"]] == [r["ours"] for r in table["rows"]]
     assert sum("reused" in e for e in events) == 9
+    # Another seed into the same folder: the seed-0 pretext run is not reported as the seed-1 one.
+    with pytest.raises(CheckpointError, match=r"trained with other settings \('seed' differs"):
+        reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, seed=1)
 
 
 def test_context_probes_read_both_trunks_at_the_patch_scale(plugins, tmp_path):

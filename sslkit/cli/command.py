@@ -1,9 +1,10 @@
 """The click command behind ``sslkit``: typer's app, given readable help.
 
-typer 0.29 names value types in help as ``<str>``, ``<list[str]>`` or ``<int range>`` and lets
-click cut each command's summary in ``sslkit --help`` at 45 characters. Here every option whose
-metavar is unset gets its long name (``--device DEVICE``, argparse's convention; ``--set KEY=VALUE``;
-choices as ``[fp32|bf16]``) and every command's summary is its help's first sentence, whole.
+typer 0.29 names value types in help as ``<str>``, ``<list[str]>`` or ``<int range>`` (arguments
+too: ``TASK <str>``) and lets click cut each command's summary in ``sslkit --help`` at 45
+characters. Here every option whose metavar is unset gets its long name (``--device DEVICE``,
+argparse's convention; ``--set KEY=VALUE``; choices as ``[fp32|bf16]``), every argument its name
+alone, and every command's summary is its help's first sentence, whole.
 The CLI (``main``), the docs' CLI reference and the tests all read this one command, built by
 :func:`sslkit.cli.build_command`.
 """
@@ -31,10 +32,16 @@ def polish(command: Any) -> None:
     for param in command.params:
         if param.metavar is None and not getattr(param, "is_flag", False) and not getattr(param, "count", False):
             param.metavar = _metavar(param)
+        if param.param_type_name == "argument":  # "TASK", not "TASK <str>": the help says what it is
+            param.display_type_rich = _no_type
     if command.help and not command.short_help:
         command.short_help = first_sentence(command.help)
     for sub in getattr(command, "commands", {}).values():
         polish(sub)
+
+
+def _no_type(ctx: Any = None) -> None:
+    return None
 
 
 def _metavar(param: Any) -> str:

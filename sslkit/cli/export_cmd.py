@@ -71,7 +71,9 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Export a trained encoder. ONNX files carry their preprocessing in metadata, have a dynamic
-        batch dimension and are checked against PyTorch before they are written."""
+        batch dimension and are checked against PyTorch before they are written. Export works on
+        the CPU on every machine (the check gives the same verdict everywhere); the file runs on
+        any provider ('sslkit embed --provider')."""
         from rich.console import Console
 
         from ..export.runner import export_run

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from ..checkpoint import CHECKPOINT, load_checkpoint
-from ..config import assemble, deep_merge
+from ..config import RunConfig, assemble, deep_merge
+from ..engine.rundir import resumed_config
 from ..engine.trainer import METRICS, train
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..files import OutputLock, atomic_write, atomic_write_text, write_json
 from ..interfaces import Arm, Callback, ProbeJob, Recipe
 from ..plugins import Plugins
@@ -106,7 +107,8 @@ def _pretext(
     cfg = assemble(arm.task, plugins, preset=preset, flags=flags)
     if (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
-        if state["epoch"] >= state["config"]["epochs"]:  # its time: the epochs' own, as it trained then
+        _check_same_run(state, cfg, run_dir)
+        if state["epoch"] >= cfg.epochs:  # its time: the epochs' own, as it trained then
             seconds = sum(float(r.get("seconds", 0.0)) for r in state["history"])
             return {"reused": True, "epochs": state["epoch"], "history": state["history"], "seconds": seconds}
         result = train(cfg, run_dir, plugins=plugins, resume=True, callbacks=callbacks)
@@ -114,6 +116,22 @@ def _pretext(
         result = train(cfg, run_dir, plugins=plugins, callbacks=callbacks)
     seconds = time.perf_counter() - t0
     return {"reused": False, "epochs": len(result.history), "history": result.history, "seconds": seconds}
+
+
+def _check_same_run(state: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
+    """A pretext run in ``out`` is reused or continued only if the recipe would train it the same
+    way (a changed seed, task option or schedule would otherwise be reported under the new ones)."""
+    stored = state["config"]
+    if cfg.precision == "auto":  # the run wrote what "auto" became on its machine
+        cfg = cfg.model_copy(update={"precision": stored.get("precision", cfg.precision)})
+    try:
+        resumed_config(stored, cfg)
+    except CheckpointError as exc:
+        why = str(exc).removeprefix("--resume: ").split("; ", 1)[0]
+        raise CheckpointError(
+            f"the pretext run '{run_dir}' was trained with other settings ({why}); "
+            "delete that folder to train it again, or choose another --out"
+        ) from None
 
 
 def _trunks(recipe: Recipe, out: Path, data: str, say: Event, **run: Any) -> list[Trunk]:
