@@ -170,3 +170,20 @@ def test_python_examples_run(page, tmp_path):
             [sys.executable, "-c", block], capture_output=True, text=True, cwd=tmp_path, timeout=300
         )
         assert result.returncode == 0, block[:300] + "\n" + result.stderr[-3000:]
+
+
+def test_code_blocks_are_closed_and_keep_comments_on_their_own_lines():
+    """A fence line is ``` or ```lang (text after a closing fence swallows the page into the
+    block), and no code line ends in a comment: the copy button sits over the right end of a
+    block's lines, and a comment above the line it explains reads whole."""
+    trailing = re.compile(r"\S\s{2,}#\s")
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        in_block = False
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            where = f"{page.relative_to(ROOT)}:{number}"
+            if line.lstrip().startswith("```"):
+                assert re.fullmatch(r"\s*```[\w-]*", line), f"{where}: text after a fence: {line!r}"
+                in_block = not in_block
+            elif in_block:
+                assert not trailing.search(line), f"{where}: move the comment above the line: {line!r}"
+        assert not in_block, f"{page.relative_to(ROOT)}: a code block is never closed"
