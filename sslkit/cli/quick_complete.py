@@ -157,30 +157,13 @@ def split_arg_string(string: str) -> list[str]:
 
 def _items(root: Spec, args: list[str], incomplete: str) -> list[Item] | None:
     """[(value, help)] for the word under the cursor, or None when typer must decide."""
-    node, used, awaiting, given = root, set(), None, 0
-    for word in args:
-        if awaiting is not None:
-            awaiting = None
-            continue
-        if word == "--" or word.startswith("-") and len(word) > 1 and not word[1:2].isalnum() and word[1] != "-":
-            return None
-        if word.startswith("-") and len(word) > 1:
-            option = _option(node, word.split("=", 1)[0] if word.startswith("--") else word)
-            if option is None or option["nargs"] != 1 and option["value"] is not None:
-                return None
-            used.add(id(option))
-            if option["value"] is not None and "=" not in word:
-                awaiting = option
-            continue
-        if "commands" in node:
-            if word not in node["commands"]:
-                return None
-            node, used, given = node["commands"][word], set(), 0
-            continue
-        given += 1
-    if incomplete.startswith("-") and len(incomplete) > 1 and "=" in incomplete:
-        return None  # --option=value: rare, typer's
-    if incomplete[:1] and not incomplete[0].isalnum() and incomplete[0] == "-":
+    state = _walk(root, args)
+    if state is None:
+        return None
+    node, used, awaiting, given = state
+    if incomplete.startswith("-"):  # click: an option's name, wherever the cursor is
+        if "=" in incomplete:
+            return None  # --option=value: rare, typer's
         return _commands(node, incomplete) + _options(node, used, incomplete)
     if awaiting is not None:
         return _values(awaiting["value"], incomplete)
@@ -189,7 +172,33 @@ def _items(root: Spec, args: list[str], incomplete: str) -> list[Item] | None:
         return None
     if given < len(arguments):
         return _values(arguments[given]["value"], incomplete)
-    return _commands(node, incomplete) if incomplete[:1].isalnum() or not incomplete else []
+    return _commands(node, incomplete)
+
+
+def _walk(root: Spec, args: list[str]) -> tuple[Spec, set[int], Spec | None, int] | None:
+    """The words before the cursor, read as click's parser reads them: (the command they lead to,
+    the options given there, the option still waiting for its value, how many arguments were
+    given), or None at anything the record cannot follow."""
+    node, used, awaiting, given = root, set[int](), None, 0
+    for word in args:
+        if awaiting is not None:  # this word is the option's value
+            awaiting = None
+        elif word == "--":
+            return None
+        elif word.startswith("-") and len(word) > 1:
+            option = _option(node, word.split("=", 1)[0] if word.startswith("--") else word)
+            if option is None or (option["value"] is not None and option["nargs"] != 1):
+                return None
+            used.add(id(option))
+            if option["value"] is not None and "=" not in word:
+                awaiting = option
+        elif "commands" in node:
+            if word not in node["commands"]:
+                return None
+            node, used, given = node["commands"][word], set(), 0
+        else:
+            given += 1
+    return node, used, awaiting, given
 
 
 def _option(node: Spec, name: str) -> Spec | None:
