@@ -30,8 +30,10 @@ _SHELLS = ("complete_bash", "complete_zsh", "complete_fish")
 
 
 def store_command_tree(command: Any) -> None:
-    """Record ``command``'s tree for the next TAB (the CLI does this whenever typer answers one)."""
-    store_record(SPEC_FILE, command_spec(command))
+    """Record ``command``'s tree for the next TAB, unless the record is current (the CLI calls
+    this whenever typer answers a TAB, including those the quick path leaves to it)."""
+    if load_record(SPEC_FILE) is None:
+        store_record(SPEC_FILE, command_spec(command))
 
 
 def command_spec(command: Any) -> Spec:
