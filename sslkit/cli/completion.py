@@ -1,10 +1,11 @@
 """Shell completion of registered names and config keys, fast (``sslkit train <TAB>``).
 
 Loading the plugins imports torch and every plugin: seconds per TAB. The names, and the command
-tree that cli/quick_complete.py answers from, are therefore kept in one small JSON file under
-:func:`sslkit.files.data_root`, keyed by what they come from (see :func:`_key`): installing,
-upgrading or removing a plugin changes the key, and the next TAB rebuilds the list once (slow),
-every later one reads it (benchmarks/completion_latency.py measures both).
+tree that cli/quick_complete.py answers from, are therefore kept in two small JSON files under
+:func:`sslkit.files.data_root` (:func:`store_record`), keyed by what they come from (see
+:func:`_key`): installing, upgrading or removing a plugin changes the key, and the next TAB
+rebuilds them once (slow), every later one reads them (benchmarks/completion_latency.py measures
+both).
 """
 
 from __future__ import annotations
