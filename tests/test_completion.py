@@ -12,8 +12,8 @@ import pytest
 
 from isolation import isolate_data_root
 from sslkit.cli import build_command
-from sslkit.cli.completion import cached_names
-from sslkit.cli.quick_complete import answer, store_command_tree
+from sslkit.cli.completion import cached_names, store_record
+from sslkit.cli.quick_complete import SPEC_FILE, answer, command_spec
 
 LINES = [
     "sslkit ",
@@ -77,7 +77,8 @@ def command(tmp_path_factory) -> object:
         isolate_data_root(tmp_path_factory, monkeypatch)
         cached_names()  # the slow builds once (as the first TAB does): the quick answers read them
         built = build_command()
-        store_command_tree(built)
+        # this process's tree: click orders the -h/--help names by a set, which differs by process
+        store_record(SPEC_FILE, command_spec(built))
     return built
 
 
