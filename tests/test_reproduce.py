@@ -54,6 +54,11 @@ def test_paper_preset_runs_end_to_end_with_a_tiny_budget(plugins, tmp_path):
     again = reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, on_event=events.append)
     assert [r["ours"] for r in again["rows"]] == [r["ours"] for r in table["rows"]]
     assert sum("reused" in e for e in events) == 9
+    # Its time is the one it took to train: its epochs' steps and their evaluations (precise BN,
+    # held-out pass, kNN monitor), not the steps alone.
+    epochs = [json.loads(line) for line in (tmp_path / "pretext" / "metrics.jsonl").read_text().splitlines()]
+    steps = sum(r["seconds"] for r in epochs)
+    assert again["pretext_seconds"] == round(steps + sum(r["eval_seconds"] for r in epochs), 1) > round(steps, 1)
     # Another seed into the same folder: the seed-0 pretext run is not reported as the seed-1 one.
     with pytest.raises(CheckpointError, match=r"trained with other settings \('seed' differs"):
         reproduce("rotnet-cifar10", "paper", tmp_path, plugins, device="cpu", smoke=True, seed=1)

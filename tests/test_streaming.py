@@ -17,6 +17,7 @@ from sslkit.data.folders import load_folder
 from sslkit.data.opener import open_training_data
 from sslkit.data.training import StoreSource, iterate_batches
 from sslkit.engine.rundir import RunLock
+from sslkit.engine.metrics import TIMING_KEYS
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError, ConfigError
 from sslkit.files import OutputBusyError
@@ -60,7 +61,7 @@ def _config(plugins, data, epochs=1, extra=(), task="rotation"):
 
 
 def _strip(rows):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "samples_per_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def test_store_and_memory_paths_yield_the_same_images(plugins, tmp_path):

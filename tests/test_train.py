@@ -14,6 +14,7 @@ import torch
 
 from sslkit.checkpoint import FORMAT
 from sslkit.config import assemble
+from sslkit.engine.metrics import TIMING_KEYS
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError
 
@@ -51,7 +52,7 @@ def test_resume_reproduces_uninterrupted_run(plugins, tmp_path):
     resumed = train(_config(plugins, epochs=3), tmp_path / "b", plugins=plugins, resume=True).history
 
     def strip(rows):
-        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "samples_per_s")} for r in rows]
+        return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
     assert strip(resumed) == strip(straight)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["backbone"]
@@ -158,6 +159,13 @@ def test_exclude_test_leaves_out_the_probes_test_split(plugins, tmp_path):
 
     train(cfg, tmp_path / "run", plugins=plugins, callbacks=[Spy()])
     assert info["train_images"] == len(rest) == 64
+
+
+def test_precise_bn_reads_about_2560_images_whatever_the_batch_size():
+    from sslkit.engine.precise_bn import precise_batches
+
+    assert [precise_batches(b, 1000) for b in (16, 128, 256, 1024)] == [20, 20, 10, 3]
+    assert precise_batches(128, 4) == 4 and precise_batches(512, 0) == 1  # no more than the data has
 
 
 def test_a_tiny_run_is_not_scored_at_chance(plugins, tmp_path):

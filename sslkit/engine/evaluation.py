@@ -13,7 +13,7 @@ from .distributed import Placement
 from .inputs import InputPipeline
 from .metrics import EpochMeter, phase_key
 from .model import PretextModel
-from .precise_bn import PRECISE_BATCHES, recompute_batchnorm
+from .precise_bn import precise_batches, recompute_batchnorm
 from .precision import autocast
 from .seeds import EVAL, EVAL_VIEWS, PRECISE_BN, PRECISE_BN_VIEWS, generator
 from .step import channels_last, forward_loss
@@ -80,7 +80,7 @@ def precise_batchnorm(
     :mod:`sslkit.engine.precise_bn`)."""
     device, b = place.device, config.data.batch_size
     local = b // place.world_size
-    n = min(PRECISE_BATCHES, max(1, len(source) // b))
+    n = precise_batches(b, len(source) // b)
     shares = [
         torch.arange(s * b + place.rank * local, s * b + (place.rank + 1) * local) % len(source) for s in range(n)
     ]

@@ -20,6 +20,10 @@ from ..errors import SSLKitError
 from .step import StepOutput
 
 
+# The keys of an epoch record that time it: two runs of the same numbers differ only in these.
+TIMING_KEYS = ("seconds", "eval_seconds", "images_per_s", "samples_per_s")
+
+
 class NonFiniteLoss(SSLKitError):
     """A task's loss became NaN or infinite: the run stops with a line naming it."""
 

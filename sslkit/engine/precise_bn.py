@@ -19,7 +19,17 @@ from torch import Tensor, nn
 
 # Below this many optimizer steps the running averages lag the weights: recompute them.
 PRECISE_BELOW_STEPS = 500
+# An estimate from about this many images (each channel averaged over every position of every
+# image), in at most PRECISE_BATCHES batches: its cost per epoch follows the images, not the
+# batch size (20 batches of 1024 would be a third of a 60,000-image epoch's forward passes).
+PRECISE_IMAGES = 2560
 PRECISE_BATCHES = 20
+
+
+def precise_batches(batch_size: int, available: int) -> int:
+    """How many training batches re-estimate the statistics: ~PRECISE_IMAGES images, at most
+    PRECISE_BATCHES batches and at most the ``available`` full batches, at least one."""
+    return max(1, min(PRECISE_BATCHES, -(-PRECISE_IMAGES // batch_size), available))
 
 
 @torch.no_grad()

@@ -108,8 +108,8 @@ def _pretext(
     if (run_dir / CHECKPOINT).exists():
         state = load_checkpoint(run_dir)
         _check_same_run(state, cfg, run_dir)
-        if state["epoch"] >= cfg.epochs:  # its time: the epochs' own, as it trained then
-            seconds = sum(float(r.get("seconds", 0.0)) for r in state["history"])
+        if state["epoch"] >= cfg.epochs:  # its time as it trained then: the epochs' steps and evaluations
+            seconds = sum(float(r.get("seconds", 0.0)) + float(r.get("eval_seconds", 0.0)) for r in state["history"])
             return {"reused": True, "epochs": state["epoch"], "history": state["history"], "seconds": seconds}
         result = train(cfg, run_dir, plugins=plugins, resume=True, callbacks=callbacks)
     else:
@@ -259,7 +259,7 @@ def _pretext_fields(recipe: Recipe, trunks: list[Trunk], out: Path) -> dict[str,
             "pretext_run": str(trunks[0].run_dir),
             "pretext_epochs": first["epochs"],
             "pretext_heldout_acc": (first["history"][-1].get("heldout_acc") if first["history"] else None),
-            "pretext_seconds": round(first["seconds"], 1),  # a reused run's: the epochs' own
+            "pretext_seconds": round(first["seconds"], 1),  # a reused run's: its epochs' steps and evaluations
         }
     arms = [
         {
