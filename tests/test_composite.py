@@ -142,6 +142,38 @@ def test_alternate_trains_one_task_per_step_and_evaluates_all(plugins):
     assert fresh.active() == ("rotation",) and fresh._steps_done == 4
 
 
+def test_bn_stats_keeps_the_backbones_running_statistics_to_one_task(plugins):
+    """task.bn_stats=rotation: the same training outputs as the default, but the backbone's
+    BatchNorm running statistics are those of rotation's inputs alone (context's patches leave
+    them as they were); the default averages both."""
+    import copy
+
+    from sslkit.factory import create_backbone, create_task
+
+    torch.manual_seed(0)
+    backbone = create_backbone("nin", plugins, blocks=3, width=0.1)
+    task = create_task("rotation+context", backbone, plugins, bn_stats="rotation").train()
+    images = torch.randn(8, 3, 32, 32)
+    batch, _ = task.prepare({"rotation": images, "context": images}, torch.Generator().manual_seed(0))
+
+    def running(b):
+        return torch.cat([m.running_mean for m in b.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+
+    kept, mixed, alone = (copy.deepcopy(backbone) for _ in range(3))
+    torch.manual_seed(1)  # the same dropout masks in the heads
+    out_kept = task(kept, batch)
+    task.bn_stats = "all"
+    torch.manual_seed(1)
+    out_mixed = task(mixed, batch)
+    task.task("rotation")(alone, batch["rotation"][0])
+    for name in ("rotation", "context"):  # training reads batch statistics only: the same outputs
+        assert torch.equal(out_kept[name][0], out_mixed[name][0])
+    assert torch.equal(running(kept), running(alone)) and not torch.equal(running(mixed), running(alone))
+    assert all(m.track_running_stats for m in kept.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with pytest.raises(ConfigError, match="bn_stats"):
+        assemble("rotation+context", plugins, sets=["task.bn_stats=jigsaw"])
+
+
 def test_a_nan_loss_stops_the_run_naming_its_task(plugins, tmp_path, monkeypatch):
     context = plugins.tasks.get("context")
     real = context.loss

@@ -1,5 +1,6 @@
 """What a mix of pretext tasks is made of and configured by: its task names, its options
-(``task.<name>.*`` for each task, ``task.weights.<name>``, ``task.sampling``) and its presets.
+(``task.<name>.*`` for each task, ``task.weights.<name>``, ``task.sampling``,
+``task.bn_stats``) and its presets.
 
 ``rotation+context`` names the mix; ``rotation+`` is the mix of one task (the same numbers as
 ``rotation`` alone at the same seed: a check that mixing adds nothing of its own).
@@ -19,7 +20,7 @@ from ..registry import MIX
 
 SAMPLING = ("all", "alternate")
 # Keys of the mix's own section: a task named like one of them cannot take part.
-OWN_KEYS = ("name", "weights", "sampling")
+OWN_KEYS = ("name", "weights", "sampling", "bn_stats")
 MAX_WEIGHT = 1e6
 
 
@@ -73,9 +74,20 @@ def _part_field(name: str, task: type[PretextTask]) -> tuple[Any, Any]:
     return task.Config, Field(default_factory=task.Config, description=description)
 
 
+def _bn_stats_field(names: Sequence[str]) -> tuple[Any, Any]:
+    """``bn_stats``: ``all`` or one of the mix's task names (a choice, checked like any other)."""
+    choices: Any = Literal[tuple(["all", *names])]  # type: ignore[valid-type]
+    description = (
+        "whose inputs the backbone's BatchNorm running statistics (used by evaluation, probes and "
+        "export) describe: all: every task's; a task's name: only that task's (e.g. rotation's whole "
+        "images, not context's patches); training itself always uses batch statistics"
+    )
+    return choices, Field("all", description=description)
+
+
 def mix_config(names: Sequence[str], tasks: Sequence[type[PretextTask]]) -> type[Config]:
     """The mix's Config: ``weights`` (a non-negative float per task, default 1), ``sampling``,
-    and each task's own Config under its name; every unknown key is an error."""
+    ``bn_stats``, and each task's own Config under its name; every unknown key is an error."""
     each: dict[str, Any] = {
         n: (float, Field(1.0, ge=0, le=MAX_WEIGHT, description=f"weight of {n}'s loss")) for n in names
     }
@@ -85,6 +97,7 @@ def mix_config(names: Sequence[str], tasks: Sequence[type[PretextTask]]) -> type
         "MixConfig",
         __base__=MixOptions,
         weights=(weights, Field(default_factory=weights, description="the loss is the weighted sum of the tasks'")),
+        bn_stats=_bn_stats_field(names),
         **sections,
     )
 
