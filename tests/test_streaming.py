@@ -16,8 +16,8 @@ from sslkit.data.augment import Crop, center_boxes, random_resized_boxes, resamp
 from sslkit.data.folders import load_folder
 from sslkit.data.opener import open_training_data
 from sslkit.data.training import StoreSource, iterate_batches
-from sslkit.engine.rundir import RunLock
 from sslkit.engine.metrics import TIMING_KEYS
+from sslkit.engine.rundir import RunLock
 from sslkit.engine.trainer import train
 from sslkit.errors import CheckpointError, ConfigError
 from sslkit.files import OutputBusyError

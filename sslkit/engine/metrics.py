@@ -19,7 +19,6 @@ from torch import Tensor
 from ..errors import SSLKitError
 from .step import StepOutput
 
-
 # The keys of an epoch record that time it: two runs of the same numbers differ only in these.
 TIMING_KEYS = ("seconds", "eval_seconds", "images_per_s", "samples_per_s")
 

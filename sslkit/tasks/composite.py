@@ -75,9 +75,7 @@ def _running_stats_kept(backbone: nn.Module) -> Iterator[None]:
     """The backbone's BatchNorms normalise by batch statistics, as in any training forward, but
     leave their running statistics (and batch count, which precise BN's average divides by) as
     they are: ``track_running_stats=False`` in train mode does exactly that."""
-    norms = [
-        m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
+    norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     for m in norms:
         m.track_running_stats = False
     try:

@@ -76,7 +76,7 @@ def _part_field(name: str, task: type[PretextTask]) -> tuple[Any, Any]:
 
 def _bn_stats_field(names: Sequence[str]) -> tuple[Any, Any]:
     """``bn_stats``: ``all`` or one of the mix's task names (a choice, checked like any other)."""
-    choices: Any = Literal[tuple(["all", *names])]  # type: ignore[valid-type]
+    choices: Any = Literal[tuple(["all", *names])]
     description = (
         "whose inputs the backbone's BatchNorm running statistics (used by evaluation, probes and "
         "export) describe: all: every task's; a task's name: only that task's (e.g. rotation's whole "
