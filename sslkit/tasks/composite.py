@@ -30,7 +30,7 @@ steps is a buffer, so a resumed run goes on with the right task); passes without
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
 import torch
@@ -150,10 +150,8 @@ class CompositeTask(PretextTask):
     def forward(self, backbone: Backbone, inputs: Mapping[str, Part]) -> dict[str, Part]:
         out: dict[str, Part] = {}
         for name, (x, t, m) in inputs.items():
-            if self.training and self.bn_stats not in ("all", name):
-                with _running_stats_kept(backbone):
-                    out[name] = (self.task(name)(backbone, x), t, m)
-            else:
+            keep = self.training and self.bn_stats not in ("all", name)
+            with _running_stats_kept(backbone) if keep else nullcontext():
                 out[name] = (self.task(name)(backbone, x), t, m)
         return out
 
